@@ -1,0 +1,85 @@
+//! How an engine is set up.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::keyspace::KeySpace;
+use crate::space::Defaults;
+
+/// Everything an [`Engine`](crate::Engine) needs to start.
+///
+/// Start from [`Config::standalone`] and refine with the `with_*` methods. Keyspace settings
+/// that are unset fall back on the engine-wide defaults here.
+#[derive(Debug, Clone)]
+pub struct Config {
+    keyspaces: Vec<KeySpace>,
+    read_timeout: Duration,
+    write_timeout: Duration,
+}
+
+impl Config {
+    /// Default bound on a `get`, including its data-source fetch.
+    pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(5);
+    /// Default bound on a `put` or `delete`.
+    pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+
+    /// A single-process engine serving `keyspaces`, with no peers.
+    pub fn standalone(keyspaces: impl IntoIterator<Item = KeySpace>) -> Self {
+        Config {
+            keyspaces: keyspaces.into_iter().collect(),
+            read_timeout: Self::DEFAULT_READ_TIMEOUT,
+            write_timeout: Self::DEFAULT_WRITE_TIMEOUT,
+        }
+    }
+
+    /// Sets the default read timeout of keyspaces that do not set their own.
+    pub fn with_read_timeout(mut self, timeout: Duration) -> Self {
+        self.read_timeout = timeout;
+        self
+    }
+
+    /// Sets the default write timeout of keyspaces that do not set their own.
+    pub fn with_write_timeout(mut self, timeout: Duration) -> Self {
+        self.write_timeout = timeout;
+        self
+    }
+
+    /// Adds a keyspace.
+    pub fn with_keyspace(mut self, keyspace: KeySpace) -> Self {
+        self.keyspaces.push(keyspace);
+        self
+    }
+
+    /// The declared keyspaces.
+    pub fn keyspaces(&self) -> &[KeySpace] {
+        &self.keyspaces
+    }
+
+    pub(crate) fn defaults(&self) -> Defaults {
+        Defaults { read_timeout: self.read_timeout, write_timeout: self.write_timeout }
+    }
+
+    /// Checks the whole configuration, naming the setting to fix.
+    pub(crate) fn validate(&self) -> Result<()> {
+        for (field, value) in [("read_timeout", self.read_timeout), ("write_timeout", self.write_timeout)]
+        {
+            if value.is_zero() {
+                return Err(Error::invalid(format!(
+                    "the engine {field} is 0: use a positive duration"
+                )));
+            }
+        }
+        let mut names = HashSet::new();
+        for keyspace in &self.keyspaces {
+            keyspace.validate()?;
+            if !names.insert(keyspace.name()) {
+                return Err(Error::invalid(format!(
+                    "keyspace `{}` is declared twice: keyspace names must be unique",
+                    keyspace.name()
+                )));
+            }
+        }
+        Ok(())
+    }
+}

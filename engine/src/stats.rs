@@ -1,0 +1,111 @@
+//! Per-keyspace counters, striped so the hit path of concurrent callers does not contend.
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+
+/// A point-in-time view of one keyspace's counters on this node.
+///
+/// Counters only grow (they reset when the engine restarts); `entries` and `bytes` are the
+/// store's current size. `gets = hits + negative_hits + misses`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub struct KeySpaceStats {
+    /// Calls to `get` (each key of a `get_many` counts once).
+    pub gets: u64,
+    /// Gets answered from the local store with a value.
+    pub hits: u64,
+    /// Gets that found nothing stored and went on to load.
+    pub misses: u64,
+    /// Gets answered "not found" from a negatively cached entry.
+    pub negative_hits: u64,
+    /// Calls made to the data source.
+    pub fetches: u64,
+    /// Gets that joined a load already in flight instead of starting their own.
+    pub fetches_deduped: u64,
+    /// Fetches that failed (not counting "not found"): errors, panics and timeouts.
+    pub fetch_errors: u64,
+    /// Entries removed to keep the keyspace within its byte budget.
+    pub evictions: u64,
+    /// Entries removed because their TTL ran out.
+    pub expirations: u64,
+    /// Values written with `put`.
+    pub puts: u64,
+    /// Keys removed with `delete`.
+    pub deletes: u64,
+    /// Entries stored now.
+    pub entries: u64,
+    /// Bytes accounted now: keys, values and the per-entry overhead.
+    pub bytes: u64,
+    /// The byte budget.
+    pub max_bytes: u64,
+}
+
+const STRIPES: usize = 8;
+
+/// One stripe of counters, alone on its cache lines.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+pub(crate) struct Cells {
+    pub(crate) gets: AtomicU64,
+    pub(crate) hits: AtomicU64,
+    pub(crate) misses: AtomicU64,
+    pub(crate) negative_hits: AtomicU64,
+    pub(crate) fetches: AtomicU64,
+    pub(crate) fetches_deduped: AtomicU64,
+    pub(crate) fetch_errors: AtomicU64,
+    pub(crate) evictions: AtomicU64,
+    pub(crate) expirations: AtomicU64,
+    pub(crate) puts: AtomicU64,
+    pub(crate) deletes: AtomicU64,
+}
+
+/// The live counters of one keyspace.
+#[derive(Debug)]
+pub(crate) struct Stats {
+    stripes: Box<[Cells]>,
+}
+
+/// Adds one to a counter.
+pub(crate) fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Relaxed);
+}
+
+impl Stats {
+    pub(crate) fn new() -> Self {
+        Stats { stripes: (0..STRIPES).map(|_| Cells::default()).collect() }
+    }
+
+    /// The stripe of the calling thread.
+    pub(crate) fn local(&self) -> &Cells {
+        &self.stripes[stripe()]
+    }
+
+    /// Sums the stripes; the caller fills in the store's size.
+    pub(crate) fn snapshot(&self) -> KeySpaceStats {
+        let sum = |field: fn(&Cells) -> &AtomicU64| -> u64 {
+            self.stripes.iter().map(|cells| field(cells).load(Relaxed)).sum()
+        };
+        KeySpaceStats {
+            gets: sum(|c| &c.gets),
+            hits: sum(|c| &c.hits),
+            misses: sum(|c| &c.misses),
+            negative_hits: sum(|c| &c.negative_hits),
+            fetches: sum(|c| &c.fetches),
+            fetches_deduped: sum(|c| &c.fetches_deduped),
+            fetch_errors: sum(|c| &c.fetch_errors),
+            evictions: sum(|c| &c.evictions),
+            expirations: sum(|c| &c.expirations),
+            puts: sum(|c| &c.puts),
+            deletes: sum(|c| &c.deletes),
+            ..KeySpaceStats::default()
+        }
+    }
+}
+
+fn stripe() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static STRIPE: Cell<usize> = Cell::new(NEXT.fetch_add(1, Relaxed) % STRIPES);
+    }
+    STRIPE.with(Cell::get)
+}

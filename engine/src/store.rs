@@ -1,0 +1,175 @@
+//! A keyspace's local store: a moka cache weighted in bytes, with per-entry expiry.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use moka::notification::RemovalCause;
+use moka::policy::{EvictionPolicy, Expiry};
+use moka::sync::Cache;
+use tokio::time::Instant;
+
+use crate::keyspace::{Eviction, KeySpace};
+use crate::stats::{Stats, bump};
+
+/// Bytes charged per entry on top of its key and value: the store's own bookkeeping (hash
+/// table slot, LRU and timer nodes, entry header, key and value handles), measured on moka
+/// 0.12, so that the budget bounds real memory.
+pub const ENTRY_OVERHEAD: u64 = 320;
+
+/// A stored value, or a remembered "not found".
+#[derive(Debug, Clone)]
+pub(crate) struct Stored {
+    /// `None` records that the data source had no value (negative caching).
+    pub(crate) value: Option<Bytes>,
+    pub(crate) expires_at: Option<Instant>,
+    /// The expiry came from the writer, not from the keyspace policy, so a policy change
+    /// leaves it alone.
+    pub(crate) pinned: bool,
+}
+
+impl Stored {
+    fn remaining(&self) -> Option<Duration> {
+        self.expires_at.map(|at| at.saturating_duration_since(Instant::now()))
+    }
+
+    fn is_live(&self, now: Instant) -> bool {
+        self.expires_at.is_none_or(|at| now < at)
+    }
+}
+
+/// What a lookup found.
+#[derive(Debug)]
+pub(crate) enum Lookup {
+    Hit(Bytes),
+    NotFound,
+    Miss,
+}
+
+/// Charged weight of an entry, saturating at what moka can count.
+pub(crate) fn weight(key_len: usize, value_len: usize) -> u64 {
+    key_len as u64 + value_len as u64 + ENTRY_OVERHEAD
+}
+
+struct EntryExpiry;
+
+impl Expiry<String, Stored> for EntryExpiry {
+    fn expire_after_create(
+        &self,
+        _key: &String,
+        value: &Stored,
+        _created_at: std::time::Instant,
+    ) -> Option<Duration> {
+        value.remaining()
+    }
+
+    fn expire_after_update(
+        &self,
+        _key: &String,
+        value: &Stored,
+        _updated_at: std::time::Instant,
+        _duration_until_expiry: Option<Duration>,
+    ) -> Option<Duration> {
+        value.remaining()
+    }
+}
+
+/// The byte-bounded store of one keyspace on this node.
+#[derive(Debug)]
+pub(crate) struct Store {
+    cache: Cache<String, Stored>,
+    max_bytes: u64,
+}
+
+impl Store {
+    pub(crate) fn new(def: &KeySpace, stats: Arc<Stats>) -> Self {
+        let policy = match def.eviction() {
+            Eviction::TinyLfu => EvictionPolicy::tiny_lfu(),
+            Eviction::Lru => EvictionPolicy::lru(),
+        };
+        let cache = Cache::builder()
+            .name(def.name())
+            .max_capacity(def.max_bytes())
+            .weigher(|key: &String, stored: &Stored| {
+                let value_len = stored.value.as_ref().map_or(0, Bytes::len);
+                u32::try_from(weight(key.len(), value_len)).unwrap_or(u32::MAX)
+            })
+            .expire_after(EntryExpiry)
+            .eviction_policy(policy)
+            .eviction_listener(move |_key, _value, cause| match cause {
+                RemovalCause::Size => bump(&stats.local().evictions),
+                RemovalCause::Expired => bump(&stats.local().expirations),
+                RemovalCause::Explicit | RemovalCause::Replaced => {}
+            })
+            .build();
+        Store { cache, max_bytes: def.max_bytes() }
+    }
+
+    pub(crate) fn lookup(&self, key: &str) -> Lookup {
+        match self.cache.get(key) {
+            Some(stored) if stored.is_live(Instant::now()) => {
+                stored.value.map_or(Lookup::NotFound, Lookup::Hit)
+            }
+            _ => Lookup::Miss,
+        }
+    }
+
+    /// Whether an entry of this size can be stored at all.
+    pub(crate) fn fits(&self, key_len: usize, value_len: usize) -> bool {
+        let weight = weight(key_len, value_len);
+        weight <= self.max_bytes && weight <= u64::from(u32::MAX)
+    }
+
+    pub(crate) fn insert(&self, key: String, stored: Stored) {
+        if stored.remaining() == Some(Duration::ZERO) {
+            self.cache.invalidate(&key);
+        } else {
+            self.cache.insert(key, stored);
+        }
+    }
+
+    pub(crate) fn remove(&self, key: &str) {
+        self.cache.invalidate(key);
+    }
+
+    pub(crate) fn clear(&self) {
+        self.cache.invalidate_all();
+    }
+
+    /// Copies live entries from `old`, giving each at most the lifetime `def`'s policy would
+    /// give it if stored now (expiries chosen by a put are kept).
+    pub(crate) fn migrate_from(&self, old: &Store, def: &KeySpace) {
+        let now = Instant::now();
+        for (key, mut stored) in old.cache.iter() {
+            if !stored.is_live(now) {
+                continue;
+            }
+            if !stored.pinned {
+                let policy = match &stored.value {
+                    Some(value) => def.expiration_of(&key, value).ttl(),
+                    None => def.negative_ttl(),
+                };
+                // No negative TTL any more means "not found" must not be remembered.
+                if stored.value.is_none() && policy.is_none() {
+                    continue;
+                }
+                let capped = policy.map(|ttl| now + ttl);
+                stored.expires_at = match (stored.expires_at, capped) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+            }
+            self.insert(key.as_ref().clone(), stored);
+        }
+    }
+
+    /// Entries and accounted bytes, after applying pending evictions.
+    pub(crate) fn size(&self) -> (u64, u64) {
+        self.cache.run_pending_tasks();
+        (self.cache.entry_count(), self.cache.weighted_size())
+    }
+
+    pub(crate) fn max_bytes(&self) -> u64 {
+        self.max_bytes
+    }
+}
