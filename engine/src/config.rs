@@ -3,6 +3,11 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
+use std::sync::Arc;
+
+use distcache_discovery::Discovery;
+
+use crate::cluster::ClusterConfig;
 use crate::error::{Error, Result};
 use crate::keyspace::KeySpace;
 use crate::space::Defaults;
@@ -16,6 +21,7 @@ pub struct Config {
     keyspaces: Vec<KeySpace>,
     read_timeout: Duration,
     write_timeout: Duration,
+    cluster: Option<ClusterConfig>,
 }
 
 impl Config {
@@ -30,7 +36,28 @@ impl Config {
             keyspaces: keyspaces.into_iter().collect(),
             read_timeout: Self::DEFAULT_READ_TIMEOUT,
             write_timeout: Self::DEFAULT_WRITE_TIMEOUT,
+            cluster: None,
         }
+    }
+
+    /// A node of a cluster whose peers `discovery` finds, serving `keyspaces`, with default
+    /// cluster settings (refine them with [`with_cluster`](Self::with_cluster)).
+    pub fn new(
+        discovery: Arc<dyn Discovery>,
+        keyspaces: impl IntoIterator<Item = KeySpace>,
+    ) -> Self {
+        Config { cluster: Some(ClusterConfig::new(discovery)), ..Self::standalone(keyspaces) }
+    }
+
+    /// Makes the engine a cluster node with these settings.
+    pub fn with_cluster(mut self, cluster: ClusterConfig) -> Self {
+        self.cluster = Some(cluster);
+        self
+    }
+
+    /// The cluster settings, `None` for a standalone engine.
+    pub fn cluster(&self) -> Option<&ClusterConfig> {
+        self.cluster.as_ref()
     }
 
     /// Sets the default read timeout of keyspaces that do not set their own.
@@ -57,18 +84,26 @@ impl Config {
     }
 
     pub(crate) fn defaults(&self) -> Defaults {
-        Defaults { read_timeout: self.read_timeout, write_timeout: self.write_timeout }
+        Defaults {
+            read_timeout: self.read_timeout,
+            write_timeout: self.write_timeout,
+            hot_divisor: self.cluster.as_ref().map_or(0, |c| c.hot_cache_divisor),
+        }
     }
 
     /// Checks the whole configuration, naming the setting to fix.
     pub(crate) fn validate(&self) -> Result<()> {
-        for (field, value) in [("read_timeout", self.read_timeout), ("write_timeout", self.write_timeout)]
+        for (field, value) in
+            [("read_timeout", self.read_timeout), ("write_timeout", self.write_timeout)]
         {
             if value.is_zero() {
                 return Err(Error::invalid(format!(
                     "the engine {field} is 0: use a positive duration"
                 )));
             }
+        }
+        if let Some(cluster) = &self.cluster {
+            cluster.validate()?;
         }
         let mut names = HashSet::new();
         for keyspace in &self.keyspaces {

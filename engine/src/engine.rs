@@ -1,28 +1,30 @@
 //! The engine: the public entry point applications call.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use futures::future::join_all;
+use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::cluster::{Bound, Cluster, ClusterEvent, PeerStatus, Ring, Route};
 use crate::config::Config;
 use crate::entry::Entry;
 use crate::error::{Error, Result};
 use crate::flight::Joined;
 use crate::keyspace::KeySpace;
+use crate::registry::Registry;
 use crate::space::{Space, check_key};
 use crate::stats::{KeySpaceStats, bump};
 use crate::store::Lookup;
-use crate::registry::Registry;
 
-/// A read-through cache engine.
+/// A read-through cache engine, standalone or one node of a cluster.
 ///
-/// `get` answers from the local store when it can; on a miss exactly one load per key runs at a
-/// time (singleflight) and its value is stored with the keyspace's expiry. Cloning is cheap and
-/// every clone drives the same engine.
+/// `get` answers from the local store when it can. On a miss exactly one load per key runs at
+/// a time: on this node if it owns the key (or runs standalone), else on the owner, asked over
+/// the peer protocol. Cloning is cheap and every clone drives the same engine.
 ///
 /// ```
 /// use std::time::Duration;
@@ -49,54 +51,91 @@ use crate::registry::Registry;
 /// ```
 #[derive(Debug, Clone)]
 pub struct Engine {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
 #[derive(Debug)]
-struct Inner {
-    registry: Registry,
+pub(crate) struct Inner {
+    pub(crate) registry: Registry,
     /// Loads run here, so that `stop` can end and await them.
     loads: TaskTracker,
     shutdown: CancellationToken,
     stopped: AtomicBool,
+    pub(crate) cluster: OnceLock<Arc<Cluster>>,
+    events: broadcast::Sender<ClusterEvent>,
 }
 
 impl Engine {
-    /// Validates `config` and starts an engine serving its keyspaces.
+    /// Validates `config` and starts the engine; in a cluster, binds its ports, starts serving
+    /// peers, joins gossip and marks itself ready.
     ///
-    /// Fails with [`Error::InvalidArgument`] naming the setting to fix.
+    /// Fails with [`Error::InvalidArgument`] naming the setting to fix (including an address
+    /// that cannot be bound).
     pub async fn start(config: Config) -> Result<Engine> {
         config.validate()?;
+        let (events, _) = broadcast::channel(256);
         let inner = Inner {
             registry: Registry::new(config.keyspaces(), config.defaults()),
             loads: TaskTracker::new(),
             shutdown: CancellationToken::new(),
             stopped: AtomicBool::new(false),
+            cluster: OnceLock::new(),
+            events,
         };
-        Ok(Engine { inner: Arc::new(inner) })
+        let engine = Engine { inner: Arc::new(inner) };
+        if let Some(cluster_config) = config.cluster() {
+            engine.join(cluster_config.clone()).await?;
+        }
+        Ok(engine)
     }
 
-    /// Stops the engine: loads in flight end with [`Error::Stopped`] and are awaited; later
-    /// calls fail with [`Error::Stopped`]. Stopping twice is harmless.
+    async fn join(&self, config: crate::cluster::ClusterConfig) -> Result<()> {
+        let (listener, bound) = Bound::bind(&config).await?;
+        let max_message_bytes = config.max_message_bytes;
+        let hash = self.inner.registry.fingerprint();
+        let cluster = Cluster::join(config, bound, hash, self.inner.events.clone()).await?;
+        let _ = self.inner.cluster.set(cluster.clone());
+        let (engine, shutdown) = (self.clone(), self.inner.shutdown.clone());
+        self.inner.loads.spawn(async move {
+            if let Err(err) =
+                crate::cluster::peer::server::serve(engine, listener, max_message_bytes, shutdown)
+                    .await
+            {
+                tracing::error!(%err, "the peer server stopped");
+            }
+        });
+        cluster.set_ready(true).await;
+        Ok(())
+    }
+
+    /// Stops the engine. In a cluster it first leaves: peers stop routing to it after a drain
+    /// of two gossip rounds. Then loads in flight end with [`Error::Stopped`] and are awaited;
+    /// later calls fail with [`Error::Stopped`]. Stopping twice is harmless.
     pub async fn stop(&self) {
+        if let Some(cluster) = self.inner.cluster.get() {
+            cluster.leave().await;
+        }
         self.inner.stopped.store(true, Ordering::SeqCst);
         self.inner.shutdown.cancel();
         self.inner.loads.close();
         self.inner.loads.wait().await;
     }
 
-    /// The value of `key` in `keyspace`: from the local store, or loaded from the data source.
+    /// The value of `key` in `keyspace`: from the local store or hot cache, or loaded (by the
+    /// key's owner in a cluster).
     ///
     /// Errors: [`Error::NotFound`] when the source has no value, [`Error::Timeout`] after the
-    /// keyspace read timeout (the load goes on for other callers), [`Error::DataSource`] when
+    /// keyspace read timeout (the load itself is bounded by it too; a caller that gives up or is
+    /// dropped early does not stop it for the others), [`Error::DataSource`] when
     /// the source fails, [`Error::KeySpaceNotFound`], [`Error::InvalidArgument`] for an empty
-    /// or oversized key.
+    /// or oversized key, [`Error::Unavailable`] when neither the owner nor this node can load.
     pub async fn get(&self, keyspace: &str, key: &str) -> Result<Bytes> {
         let space = self.space(keyspace)?;
         self.get_in(&space, key).await
     }
 
     /// The values of many keys, in the order asked; one key's failure does not fail the rest.
+    /// In a cluster, keys owned by one peer travel in one call to it.
     ///
     /// The outer error is for the whole call (unknown keyspace, stopped engine).
     pub async fn get_many<K: AsRef<str>>(
@@ -105,30 +144,43 @@ impl Engine {
         keys: &[K],
     ) -> Result<Vec<Result<Bytes>>> {
         let space = self.space(keyspace)?;
-        Ok(join_all(keys.iter().map(|key| self.get_in(&space, key.as_ref()))).await)
+        let keys: Vec<&str> = keys.iter().map(AsRef::as_ref).collect();
+        match self.cluster() {
+            Some(cluster) => Ok(self.get_many_routed(&space, cluster, &keys).await),
+            None => Ok(join_all(keys.iter().map(|key| self.get_in(&space, key))).await),
+        }
     }
 
-    /// Stores a value, replacing any other; it wins over a load of the same key in flight.
+    /// Stores a value at the key's owner, replacing any other; it wins over a load of the key
+    /// in flight, and every node's hot cache drops the key.
     ///
     /// Fails with [`Error::InvalidArgument`] for an empty key or a value that cannot fit the
     /// keyspace budget.
     pub async fn put(&self, keyspace: &str, entry: impl Into<Entry>) -> Result<()> {
-        self.space(keyspace)?.put(entry.into())
+        let mut results = self.put_many(keyspace, [entry]).await?;
+        results.pop().unwrap_or(Ok(()))
     }
 
-    /// Stores many values; one entry's failure does not fail the rest.
+    /// Stores many values; one entry's failure does not fail the rest. In a cluster, entries
+    /// owned by one peer travel in one call to it.
     pub async fn put_many<E: Into<Entry>>(
         &self,
         keyspace: &str,
         entries: impl IntoIterator<Item = E>,
     ) -> Result<Vec<Result<()>>> {
         let space = self.space(keyspace)?;
-        Ok(entries.into_iter().map(|entry| space.put(entry.into())).collect())
+        let entries: Vec<Entry> = entries.into_iter().map(Into::into).collect();
+        match self.cluster() {
+            Some(cluster) => Ok(self.put_many_routed(&space, cluster, entries).await),
+            None => Ok(entries.into_iter().map(|entry| space.put(entry)).collect()),
+        }
     }
 
-    /// Removes a key (absent keys are fine); a load of it in flight will not write it back.
+    /// Removes a key at its owner (absent keys are fine); a load of it in flight will not write
+    /// it back, and every node's hot cache drops it.
     pub async fn delete(&self, keyspace: &str, key: &str) -> Result<()> {
-        self.space(keyspace)?.delete(key)
+        let mut results = self.delete_many(keyspace, &[key]).await?;
+        results.pop().unwrap_or(Ok(()))
     }
 
     /// Removes many keys; one key's failure does not fail the rest.
@@ -138,27 +190,37 @@ impl Engine {
         keys: &[K],
     ) -> Result<Vec<Result<()>>> {
         let space = self.space(keyspace)?;
-        Ok(keys.iter().map(|key| space.delete(key.as_ref())).collect())
+        let keys: Vec<&str> = keys.iter().map(AsRef::as_ref).collect();
+        match self.cluster() {
+            Some(cluster) => Ok(self.delete_many_routed(&space, cluster, &keys).await),
+            None => Ok(keys.iter().map(|key| space.delete(key)).collect()),
+        }
     }
 
-    /// Removes a keyspace and everything stored in it.
+    /// Removes a keyspace and everything stored in it, on every node.
     pub async fn delete_keyspace(&self, name: &str) -> Result<()> {
         self.delete_keyspaces(&[name]).await
     }
 
-    /// Removes several keyspaces; if one is unknown, none is removed.
+    /// Removes several keyspaces on every node; if one is unknown here, none is removed.
     pub async fn delete_keyspaces(&self, names: &[&str]) -> Result<()> {
-        self.check_running()?;
-        self.inner.registry.remove(names)
+        self.serve_delete_keyspaces(names).await?;
+        self.broadcast_keyspace_deletion(names).await;
+        Ok(())
     }
 
     /// Replaces a keyspace's definition at run time, or adds the keyspace if it is new.
     ///
     /// Stored values are kept as far as the new budget allows, each expiring no later than the
     /// new policy would let it (values put with their own expiry keep it). Counters carry on.
+    /// In a cluster the settings (not the data source) reach every node that has the keyspace.
     pub async fn update_keyspace(&self, keyspace: KeySpace) -> Result<()> {
         self.check_running()?;
-        self.inner.registry.upsert(keyspace)
+        let settings = crate::cluster::wire::settings(&keyspace);
+        self.inner.registry.upsert(keyspace)?;
+        self.publish_keyspaces().await;
+        self.broadcast_keyspace_update(settings).await;
+        Ok(())
     }
 
     /// The names of the keyspaces, sorted.
@@ -176,13 +238,54 @@ impl Engine {
         Ok(self.inner.registry.get(keyspace)?.stats())
     }
 
-    fn check_running(&self) -> Result<()> {
+    /// Peer joins and leaves, as they happen (lagging receivers miss the oldest events).
+    pub fn events(&self) -> broadcast::Receiver<ClusterEvent> {
+        self.inner.events.subscribe()
+    }
+
+    /// This node's id in the cluster (`None` standalone).
+    pub fn node_id(&self) -> Option<String> {
+        self.cluster().map(|c| c.node_id().to_owned())
+    }
+
+    /// Where this node serves peers (`None` standalone).
+    pub fn peer_addr(&self) -> Option<std::net::SocketAddr> {
+        self.cluster().map(|c| c.grpc_addr())
+    }
+
+    /// Where this node gossips (`None` standalone).
+    pub fn gossip_addr(&self) -> Option<std::net::SocketAddr> {
+        self.cluster().map(|c| c.gossip_addr())
+    }
+
+    /// The ring this node routes by (`None` standalone).
+    pub fn ring(&self) -> Option<Arc<Ring>> {
+        self.cluster().map(|c| c.ring())
+    }
+
+    /// Every live node gossip knows of, with ownership and breaker state (empty standalone).
+    pub fn peers(&self) -> Vec<PeerStatus> {
+        self.cluster().map(|c| c.peer_statuses()).unwrap_or_default()
+    }
+
+    pub(crate) fn cluster(&self) -> Option<&Arc<Cluster>> {
+        self.inner.cluster.get()
+    }
+
+    pub(crate) fn check_running(&self) -> Result<()> {
         if self.inner.stopped.load(Ordering::Relaxed) { Err(Error::Stopped) } else { Ok(()) }
     }
 
-    fn space(&self, keyspace: &str) -> Result<Arc<Space>> {
+    pub(crate) fn space(&self, keyspace: &str) -> Result<Arc<Space>> {
         self.check_running()?;
         self.inner.registry.get(keyspace)
+    }
+
+    /// Publishes the keyspace fingerprint after a change of definitions.
+    pub(crate) async fn publish_keyspaces(&self) {
+        if let Some(cluster) = self.cluster() {
+            cluster.set_keyspaces_hash(&self.inner.registry.fingerprint()).await;
+        }
     }
 
     async fn get_in(&self, space: &Arc<Space>, key: &str) -> Result<Bytes> {
@@ -193,14 +296,17 @@ impl Engine {
             Lookup::Miss => {}
         }
         let timeout = space.current().read_timeout;
-        match tokio::time::timeout(timeout, self.load(space, key)).await {
-            Ok(result) => result,
-            Err(_) => Err(Error::Timeout(timeout)),
-        }
+        let load = async {
+            match self.cluster().map(|c| c.route(key)) {
+                Some(Route::Remote(peer)) => self.load_remote(space, key, peer).await,
+                _ => self.load(space, key).await,
+            }
+        };
+        tokio::time::timeout(timeout, load).await.unwrap_or(Err(Error::Timeout(timeout)))
     }
 
-    /// Joins or starts the key's flight and waits for its result.
-    async fn load(&self, space: &Arc<Space>, key: &str) -> Result<Bytes> {
+    /// Joins or starts the key's load on this node and waits for its result.
+    pub(crate) async fn load(&self, space: &Arc<Space>, key: &str) -> Result<Bytes> {
         let flight = match space.flights.join(key) {
             Joined::Follower(flight) => {
                 bump(&space.stats.local().fetches_deduped);
@@ -209,16 +315,22 @@ impl Engine {
             Joined::Leader(completion) => {
                 let flight = completion.flight().clone();
                 let (space, key) = (space.clone(), key.to_owned());
-                let shutdown = self.inner.shutdown.clone();
-                self.inner.loads.spawn(async move {
-                    tokio::select! {
-                        () = space.fill(key.clone(), completion) => {}
-                        () = shutdown.cancelled() => {}
-                    }
-                });
+                self.spawn_load(async move { space.fill(key, completion).await });
                 flight
             }
         };
         flight.wait().await
+    }
+
+    /// Runs a leader's load in its own task, so no caller's cancellation stops it; `stop`
+    /// ends it.
+    pub(crate) fn spawn_load(&self, load: impl std::future::Future<Output = ()> + Send + 'static) {
+        let shutdown = self.inner.shutdown.clone();
+        self.inner.loads.spawn(async move {
+            tokio::select! {
+                () = load => {}
+                () = shutdown.cancelled() => {}
+            }
+        });
     }
 }

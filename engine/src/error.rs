@@ -28,10 +28,14 @@ pub enum Error {
     )]
     Timeout(Duration),
     /// The keyspace's rate limit refused a data-source fetch.
-    #[error("rate limited: the keyspace's data-source rate limit is exhausted; retry later or raise the limit")]
+    #[error(
+        "rate limited: the keyspace's data-source rate limit is exhausted; retry later or raise the limit"
+    )]
     RateLimited,
     /// The keyspace's circuit breaker is open after repeated data-source failures.
-    #[error("circuit open: the data source failed repeatedly; calls resume after the breaker's cooldown")]
+    #[error(
+        "circuit open: the data source failed repeatedly; calls resume after the breaker's cooldown"
+    )]
     CircuitOpen,
     /// The data source failed (an error it returned, or a panic inside it).
     #[error("data source failed: {0}")]
@@ -39,6 +43,9 @@ pub enum Error {
     /// The caller passed something the engine cannot accept; the message says what to change.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// The key's owner could not be reached and the value could not be loaded here either.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
     /// The engine has been stopped; start a new one to serve again.
     #[error("the engine is stopped")]
     Stopped,

@@ -20,6 +20,9 @@ const SHARDS: usize = 64;
 
 type Outcome = Option<Result<Bytes>>;
 
+/// One shard of a keyspace's flights, by key.
+type Shard = HashMap<String, Arc<Flight>>;
+
 /// One load in progress, shared by every caller that wants the same key.
 #[derive(Debug)]
 pub(crate) struct Flight {
@@ -36,7 +39,7 @@ pub(crate) struct Completion {
 
 /// Holds a key's shard while a write lands; see [`Flights::fence`].
 #[derive(Debug)]
-pub(crate) struct Fence<'a>(#[allow(dead_code)] MutexGuard<'a, HashMap<String, Arc<Flight>>>);
+pub(crate) struct Fence<'a>(#[allow(dead_code)] MutexGuard<'a, Shard>);
 
 /// How a caller joined a flight.
 #[derive(Debug)]
@@ -74,7 +77,7 @@ impl Completion {
 /// The flights of one keyspace, sharded by key.
 #[derive(Debug)]
 pub(crate) struct Flights {
-    shards: Box<[Mutex<HashMap<String, Arc<Flight>>>]>,
+    shards: Box<[Mutex<Shard>]>,
 }
 
 impl Flights {
@@ -82,7 +85,7 @@ impl Flights {
         Flights { shards: (0..SHARDS).map(|_| Mutex::default()).collect() }
     }
 
-    fn shard(&self, key: &str) -> MutexGuard<'_, HashMap<String, Arc<Flight>>> {
+    fn shard(&self, key: &str) -> MutexGuard<'_, Shard> {
         let index = (xxh3_64(key.as_bytes()) % SHARDS as u64) as usize;
         // A poisoned shard only means a panic elsewhere while it was held; its map is intact.
         self.shards[index].lock().unwrap_or_else(PoisonError::into_inner)
@@ -101,10 +104,12 @@ impl Flights {
     }
 
     /// Fences any load in flight for `key` and holds the key's shard until the returned guard
-    /// drops: a write made under it cannot be overwritten by that load.
+    /// drops: a write made under it cannot be overwritten by that load. The fenced load also
+    /// leaves the map, so a get issued after the write starts a fresh load instead of taking
+    /// the value the fenced one read before the write.
     pub(crate) fn fence(&self, key: &str) -> Fence<'_> {
-        let shard = self.shard(key);
-        if let Some(flight) = shard.get(key) {
+        let mut shard = self.shard(key);
+        if let Some(flight) = shard.remove(key) {
             flight.fenced.store(true, Ordering::Relaxed);
         }
         Fence(shard)
@@ -131,7 +136,7 @@ impl Flights {
     }
 
     /// Holds every shard, so no write or fill lands while the keyspace's store is swapped.
-    pub(crate) fn freeze(&self) -> Vec<MutexGuard<'_, HashMap<String, Arc<Flight>>>> {
+    pub(crate) fn freeze(&self) -> Vec<MutexGuard<'_, Shard>> {
         self.shards.iter().map(|s| s.lock().unwrap_or_else(PoisonError::into_inner)).collect()
     }
 }

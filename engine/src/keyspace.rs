@@ -194,6 +194,38 @@ impl KeySpace {
         self.eviction
     }
 
+    /// This keyspace with every setting that travels between nodes replaced.
+    pub(crate) fn with_settings(
+        mut self,
+        max_bytes: u64,
+        default_ttl: Option<Duration>,
+        negative_ttl: Option<Duration>,
+        read_timeout: Option<Duration>,
+        write_timeout: Option<Duration>,
+    ) -> Self {
+        self.max_bytes = max_bytes;
+        self.default_ttl = default_ttl;
+        self.negative_ttl = negative_ttl;
+        self.read_timeout = read_timeout;
+        self.write_timeout = write_timeout;
+        self
+    }
+
+    /// A stable description of the settings, for comparing definitions across nodes.
+    pub(crate) fn fingerprint(&self) -> String {
+        format!(
+            "{}|{}|{:?}|{:?}|{:?}|{:?}|{:?}|{}",
+            self.name,
+            self.max_bytes,
+            self.default_ttl,
+            self.negative_ttl,
+            self.read_timeout,
+            self.write_timeout,
+            self.eviction,
+            self.expiry.is_some()
+        )
+    }
+
     /// The expiry a value gets from this keyspace's policy when stored now.
     pub(crate) fn expiration_of(&self, key: &str, value: &Bytes) -> Expiration {
         match (&self.expiry, self.default_ttl) {

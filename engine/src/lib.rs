@@ -11,23 +11,38 @@
 //!   the flight meanwhile.
 //! - Every step is counted in per-keyspace, per-thread-striped counters (`stats`).
 //!
+//! In a cluster (`cluster`), the ring names each key's owner: a miss on another node asks the
+//! owner over the peer protocol (`remote`; the owner answers in `serve`), values from peers may
+//! be kept in a small hot cache, and writes go through the owner, which invalidates every other
+//! node's hot copy. Membership is gossip; peers are found by a
+//! [`Discovery`](distcache_discovery::Discovery) provider.
+//!
 //! Errors are one cloneable [`Error`]; configuration is [`Config`] with [`KeySpace`] definitions.
 #![warn(clippy::unwrap_used, clippy::expect_used)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+mod breaker;
+mod cluster;
 mod config;
 mod engine;
 mod entry;
 mod error;
 mod flight;
 mod keyspace;
+mod load;
+mod rate;
 mod registry;
+mod remote;
+mod serve;
 mod source;
 mod space;
 mod stats;
 mod store;
 
 pub use async_trait::async_trait;
+pub use breaker::BreakerState;
 pub use bytes::Bytes;
+pub use cluster::{ClusterConfig, ClusterEvent, Member, PeerInfo, PeerStatus, Ring};
 pub use config::Config;
 pub use engine::Engine;
 pub use entry::Entry;

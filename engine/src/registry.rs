@@ -31,7 +31,11 @@ impl Registry {
 
     /// The keyspace called `name`.
     pub(crate) fn get(&self, name: &str) -> Result<Arc<Space>> {
-        self.spaces.load().get(name).cloned().ok_or_else(|| Error::KeySpaceNotFound(name.to_owned()))
+        self.spaces
+            .load()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::KeySpaceNotFound(name.to_owned()))
     }
 
     /// Names of all keyspaces, sorted.
@@ -39,6 +43,15 @@ impl Registry {
         let mut names: Vec<String> = self.spaces.load().keys().cloned().collect();
         names.sort();
         names
+    }
+
+    /// A short hash of every keyspace definition, equal on nodes configured alike.
+    pub(crate) fn fingerprint(&self) -> String {
+        let spaces = self.spaces.load();
+        let mut defs: Vec<String> =
+            spaces.values().map(|s| s.current().def.fingerprint()).collect();
+        defs.sort();
+        format!("{:016x}", xxhash_rust::xxh3::xxh3_64(defs.join("\n").as_bytes()))
     }
 
     /// Replaces the definition of an existing keyspace, or adds a new one.

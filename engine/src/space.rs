@@ -1,19 +1,18 @@
-//! A keyspace at run time: its current definition and store, its flights and its counters.
+//! A keyspace at run time: its current definition and stores, its flights and its counters.
 
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use futures::FutureExt;
 use tokio::time::Instant;
 
 use crate::entry::Entry;
 use crate::error::{Error, Result};
-use crate::flight::{Completion, Flights};
-use crate::keyspace::KeySpace;
-use crate::source::FetchError;
+use crate::flight::Flights;
+use crate::keyspace::{Expiration, KeySpace};
+use crate::rate::RateSketch;
 use crate::stats::{KeySpaceStats, Stats, bump};
 use crate::store::{Lookup, Store, Stored};
 
@@ -25,13 +24,18 @@ pub const MAX_KEY_BYTES: usize = 16 * 1024;
 pub(crate) struct Defaults {
     pub(crate) read_timeout: Duration,
     pub(crate) write_timeout: Duration,
+    /// The hot cache gets `max_bytes / hot_divisor`; 0 means no hot cache.
+    pub(crate) hot_divisor: u64,
 }
 
-/// A definition together with the store built for it; replaced whole by `update_keyspace`.
+/// A definition together with the stores built for it; replaced whole by `update_keyspace`.
 #[derive(Debug)]
 pub(crate) struct Generation {
     pub(crate) def: KeySpace,
+    /// Values this node loaded or was given as the owner.
     pub(crate) store: Store,
+    /// Popular values owned by peers, kept here so they stop crossing the network.
+    pub(crate) hot: Option<Store>,
     pub(crate) read_timeout: Duration,
     pub(crate) write_timeout: Duration,
 }
@@ -40,30 +44,56 @@ pub(crate) struct Generation {
 #[derive(Debug)]
 pub(crate) struct Space {
     current: ArcSwap<Generation>,
+    /// Data-source loads on this node.
     pub(crate) flights: Flights,
+    /// Gets waiting on a peer (the key's owner); separate from `flights` so that a node serving
+    /// a peer never waits on its own call to that peer when rings disagree.
+    pub(crate) routes: Flights,
     pub(crate) stats: Arc<Stats>,
+    /// Recent request rates of the keys this node serves to peers.
+    pub(crate) rates: RateSketch,
+    /// Bumped by every write or invalidation; a hot-cache fill that saw it change stays out.
+    invalidations: AtomicU64,
 }
 
 impl Space {
     pub(crate) fn new(def: KeySpace, defaults: Defaults) -> Self {
         let stats = Arc::new(Stats::new());
         let generation = Generation::new(def, defaults, &stats);
-        Space { current: ArcSwap::from_pointee(generation), flights: Flights::new(), stats }
+        Space {
+            current: ArcSwap::from_pointee(generation),
+            flights: Flights::new(),
+            routes: Flights::new(),
+            stats,
+            rates: RateSketch::new(Duration::from_secs(10)),
+            invalidations: AtomicU64::new(0),
+        }
     }
 
     pub(crate) fn current(&self) -> arc_swap::Guard<Arc<Generation>> {
         self.current.load()
     }
 
+    pub(crate) fn current_full(&self) -> Arc<Generation> {
+        self.current.load_full()
+    }
+
     pub(crate) fn name(&self) -> String {
         self.current.load().def.name().to_owned()
     }
 
-    /// Counts a get and answers it from the store if possible.
+    /// Counts a get and answers it from the main store or the hot cache if possible.
     pub(crate) fn lookup(&self, key: &str) -> Lookup {
         let cells = self.stats.local();
         bump(&cells.gets);
-        let found = self.current.load().store.lookup(key);
+        let generation = self.current.load();
+        let mut found = generation.store.lookup(key);
+        if let (Lookup::Miss, Some(hot)) = (&found, &generation.hot) {
+            found = hot.lookup(key);
+            if matches!(found, Lookup::Hit(_)) {
+                bump(&cells.hot_hits);
+            }
+        }
         match found {
             Lookup::Hit(_) => bump(&cells.hits),
             Lookup::NotFound => bump(&cells.negative_hits),
@@ -72,81 +102,36 @@ impl Space {
         found
     }
 
-    /// The leader's load: re-checks the store, fetches from the data source, then lands the
-    /// flight (storing the value unless a write fenced it).
-    pub(crate) async fn fill(&self, key: String, completion: Completion) {
-        let generation = self.current.load_full();
-        let fetch = AssertUnwindSafe(self.fetch(&generation, &key)).catch_unwind();
-        let (result, fill) = fetch.await.unwrap_or_else(|panic| {
-            bump(&self.stats.local().fetch_errors);
-            (Err(Error::data_source(panic_message(&*panic))), None)
-        });
-        let store_fill = || {
-            if let Some(stored) = fill {
-                self.current.load().store.insert(key.clone(), stored);
-            }
-        };
-        self.flights.land(&key, completion, store_fill, result);
-    }
-
-    /// Fetches `key`, returning the caller's answer and what to store.
-    async fn fetch(&self, generation: &Generation, key: &str) -> (Result<Bytes>, Option<Stored>) {
-        match generation.store.lookup(key) {
-            Lookup::Hit(value) => return (Ok(value), None),
-            Lookup::NotFound => return (Err(Error::NotFound), None),
-            Lookup::Miss => {}
+    /// Checks that an entry can be stored here, naming what to change if not.
+    pub(crate) fn check_entry(&self, entry: &Entry) -> Result<()> {
+        check_key(&entry.key)?;
+        let generation = self.current.load();
+        if generation.store.fits(entry.key.len(), entry.value.len()) {
+            return Ok(());
         }
-        let cells = self.stats.local();
-        bump(&cells.fetches);
-        let timeout = generation.read_timeout;
-        let fetched = tokio::time::timeout(timeout, generation.def.source().fetch(key)).await;
-        match fetched {
-            Ok(Ok(value)) => {
-                let stored = generation
-                    .store
-                    .fits(key.len(), value.len())
-                    .then(|| generation.stored(key, Some(value.clone()), None));
-                (Ok(value), stored)
-            }
-            Ok(Err(FetchError::NotFound)) => {
-                let stored = generation.def.negative_ttl().map(|ttl| Stored {
-                    value: None,
-                    expires_at: Some(Instant::now() + ttl),
-                    pinned: false,
-                });
-                (Err(Error::NotFound), stored)
-            }
-            Ok(Err(FetchError::Failed(err))) => {
-                bump(&cells.fetch_errors);
-                (Err(Error::DataSource(Arc::from(err))), None)
-            }
-            Err(_) => {
-                bump(&cells.fetch_errors);
-                (Err(Error::Timeout(timeout)), None)
-            }
-        }
+        Err(Error::invalid(format!(
+            "a value of {} bytes under a key of {} bytes does not fit keyspace `{}` \
+             (max_bytes {}, including {} bytes of per-entry overhead): raise max_bytes or \
+             store smaller values",
+            entry.value.len(),
+            entry.key.len(),
+            generation.def.name(),
+            generation.def.max_bytes(),
+            crate::store::ENTRY_OVERHEAD,
+        )))
     }
 
     /// Stores a value written by the application; it wins over any load in flight.
     pub(crate) fn put(&self, entry: Entry) -> Result<()> {
-        check_key(&entry.key)?;
-        let generation = self.current.load();
-        if !generation.store.fits(entry.key.len(), entry.value.len()) {
-            return Err(Error::invalid(format!(
-                "a value of {} bytes under a key of {} bytes does not fit keyspace `{}` \
-                 (max_bytes {}, including {} bytes of per-entry overhead): raise max_bytes or \
-                 store smaller values",
-                entry.value.len(),
-                entry.key.len(),
-                generation.def.name(),
-                generation.def.max_bytes(),
-                crate::store::ENTRY_OVERHEAD,
-            )));
-        }
-        let stored = generation.stored(&entry.key, Some(entry.value), entry.expiration);
+        self.check_entry(&entry)?;
+        let stored = self.current.load().stored(&entry.key, Some(entry.value), entry.expiration);
         bump(&self.stats.local().puts);
-        let _fence = self.flights.fence(&entry.key);
-        self.current.load().store.insert(entry.key, stored);
+        let _fences = self.fence(&entry.key);
+        let generation = self.current.load();
+        if let Some(hot) = &generation.hot {
+            hot.remove(&entry.key);
+        }
+        generation.store.insert(entry.key, stored);
         Ok(())
     }
 
@@ -154,38 +139,87 @@ impl Space {
     pub(crate) fn delete(&self, key: &str) -> Result<()> {
         check_key(key)?;
         bump(&self.stats.local().deletes);
-        let _fence = self.flights.fence(key);
-        self.current.load().store.remove(key);
+        let _fences = self.fence(key);
+        let generation = self.current.load();
+        generation.store.remove(key);
+        if let Some(hot) = &generation.hot {
+            hot.remove(key);
+        }
         Ok(())
+    }
+
+    /// Drops a key from the hot cache (a peer wrote it); fences gets in flight for it.
+    pub(crate) fn invalidate(&self, key: &str) {
+        let _fences = self.fence(key);
+        if let Some(hot) = &self.current.load().hot {
+            hot.remove(key);
+        }
+    }
+
+    /// Fences loads and peer gets of `key` until the guards drop, and marks a write.
+    fn fence(&self, key: &str) -> impl Sized + '_ {
+        let fences = (self.routes.fence(key), self.flights.fence(key));
+        self.invalidations.fetch_add(1, Ordering::SeqCst);
+        fences
+    }
+
+    /// A mark to pass to [`admit_hot`](Self::admit_hot) later.
+    pub(crate) fn invalidation_mark(&self) -> u64 {
+        self.invalidations.load(Ordering::SeqCst)
+    }
+
+    /// Stores a value from a peer in the hot cache unless a write came after `mark`.
+    pub(crate) fn admit_hot(&self, key: &str, stored: Stored, mark: u64) {
+        let _fence = self.routes.fence(key);
+        let generation = self.current.load();
+        if let Some(hot) = &generation.hot
+            && self.invalidations.load(Ordering::SeqCst) == mark
+        {
+            hot.insert(key.to_owned(), stored);
+        }
     }
 
     /// Swaps in a new definition, keeping what the new budget and policy allow of the data.
     pub(crate) fn replace(&self, def: KeySpace, defaults: Defaults) {
         let next = Generation::new(def, defaults, &self.stats);
-        let _frozen = self.flights.freeze();
+        let _frozen = (self.routes.freeze(), self.flights.freeze());
         let previous = self.current.load_full();
         next.store.migrate_from(&previous.store, &next.def);
         self.current.store(Arc::new(next));
         previous.store.clear();
     }
 
-    /// Empties the store (the keyspace is being deleted).
+    /// Empties the stores (the keyspace is being deleted).
     pub(crate) fn clear(&self) {
-        let _frozen = self.flights.freeze();
-        self.current.load().store.clear();
+        let _frozen = (self.routes.freeze(), self.flights.freeze());
+        let generation = self.current.load();
+        generation.store.clear();
+        if let Some(hot) = &generation.hot {
+            hot.clear();
+        }
     }
 
     pub(crate) fn stats(&self) -> KeySpaceStats {
-        let store = &self.current.load().store;
-        let (entries, bytes) = store.size();
-        KeySpaceStats { entries, bytes, max_bytes: store.max_bytes(), ..self.stats.snapshot() }
+        let generation = self.current.load();
+        let (entries, bytes) = generation.store.size();
+        let (hot_entries, hot_bytes) = generation.hot.as_ref().map_or((0, 0), Store::size);
+        KeySpaceStats {
+            entries,
+            bytes,
+            max_bytes: generation.store.max_bytes(),
+            hot_entries,
+            hot_bytes,
+            ..self.stats.snapshot()
+        }
     }
 }
 
 impl Generation {
     fn new(def: KeySpace, defaults: Defaults, stats: &Arc<Stats>) -> Self {
+        let hot_bytes = def.max_bytes().checked_div(defaults.hot_divisor).unwrap_or(0);
         Generation {
-            store: Store::new(&def, stats.clone()),
+            store: Store::main(&def, stats.clone()),
+            hot: (hot_bytes > 0).then(|| Store::hot(&def, hot_bytes)),
             read_timeout: def.read_timeout().unwrap_or(defaults.read_timeout),
             write_timeout: def.write_timeout().unwrap_or(defaults.write_timeout),
             def,
@@ -193,20 +227,25 @@ impl Generation {
     }
 
     /// The stored form of a value, with the writer's expiry or else the keyspace policy.
-    fn stored(
+    pub(crate) fn stored(
         &self,
         key: &str,
         value: Option<Bytes>,
-        chosen: Option<crate::keyspace::Expiration>,
+        chosen: Option<Expiration>,
     ) -> Stored {
         let pinned = chosen.is_some();
         let expiration = match (&value, chosen) {
             (_, Some(chosen)) => chosen,
             (Some(value), None) => self.def.expiration_of(key, value),
-            (None, None) => crate::keyspace::Expiration::Never,
+            (None, None) => Expiration::Never,
         };
-        Stored { value, expires_at: expiration.ttl().map(|ttl| Instant::now() + ttl), pinned }
+        Stored { value, expires_at: deadline(expiration.ttl()), pinned }
     }
+}
+
+/// The instant a TTL ends; a TTL past the clock's range (say `Duration::MAX`) never ends.
+pub(crate) fn deadline(ttl: Option<Duration>) -> Option<Instant> {
+    ttl.and_then(|ttl| Instant::now().checked_add(ttl))
 }
 
 /// Rejects keys the engine cannot store or send.
@@ -221,13 +260,4 @@ pub(crate) fn check_key(key: &str) -> Result<()> {
         )));
     }
     Ok(())
-}
-
-fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
-    let detail = panic
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "no message".to_owned());
-    format!("the data source panicked: {detail}")
 }

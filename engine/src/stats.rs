@@ -32,12 +32,26 @@ pub struct KeySpaceStats {
     pub puts: u64,
     /// Keys removed with `delete`.
     pub deletes: u64,
+    /// Gets answered from the hot cache (values owned by peers); included in `hits`.
+    pub hot_hits: u64,
+    /// Values received from the owning peer.
+    pub peer_loads: u64,
+    /// Calls to an owning peer that failed to reach it.
+    pub peer_errors: u64,
+    /// Loads made here because the owner was unreachable (kept only briefly, in the hot cache).
+    pub fallback_loads: u64,
+    /// Gets served to peers that asked this node as the owner.
+    pub served_to_peers: u64,
     /// Entries stored now.
     pub entries: u64,
     /// Bytes accounted now: keys, values and the per-entry overhead.
     pub bytes: u64,
     /// The byte budget.
     pub max_bytes: u64,
+    /// Entries in the hot cache now.
+    pub hot_entries: u64,
+    /// Bytes in the hot cache now.
+    pub hot_bytes: u64,
 }
 
 const STRIPES: usize = 8;
@@ -57,6 +71,11 @@ pub(crate) struct Cells {
     pub(crate) expirations: AtomicU64,
     pub(crate) puts: AtomicU64,
     pub(crate) deletes: AtomicU64,
+    pub(crate) hot_hits: AtomicU64,
+    pub(crate) peer_loads: AtomicU64,
+    pub(crate) peer_errors: AtomicU64,
+    pub(crate) fallback_loads: AtomicU64,
+    pub(crate) served_to_peers: AtomicU64,
 }
 
 /// The live counters of one keyspace.
@@ -97,6 +116,11 @@ impl Stats {
             expirations: sum(|c| &c.expirations),
             puts: sum(|c| &c.puts),
             deletes: sum(|c| &c.deletes),
+            hot_hits: sum(|c| &c.hot_hits),
+            peer_loads: sum(|c| &c.peer_loads),
+            peer_errors: sum(|c| &c.peer_errors),
+            fallback_loads: sum(|c| &c.fallback_loads),
+            served_to_peers: sum(|c| &c.served_to_peers),
             ..KeySpaceStats::default()
         }
     }

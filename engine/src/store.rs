@@ -29,7 +29,8 @@ pub(crate) struct Stored {
 }
 
 impl Stored {
-    fn remaining(&self) -> Option<Duration> {
+    /// Time left before expiry; `None` for no expiry.
+    pub(crate) fn remaining(&self) -> Option<Duration> {
         self.expires_at.map(|at| at.saturating_duration_since(Instant::now()))
     }
 
@@ -82,27 +83,41 @@ pub(crate) struct Store {
 }
 
 impl Store {
-    pub(crate) fn new(def: &KeySpace, stats: Arc<Stats>) -> Self {
-        let policy = match def.eviction() {
+    /// The main store of a keyspace: its whole budget, its eviction policy, counted in `stats`.
+    pub(crate) fn main(def: &KeySpace, stats: Arc<Stats>) -> Self {
+        Self::build(def.name(), def.max_bytes(), def.eviction(), Some(stats))
+    }
+
+    /// The hot cache of a keyspace: `max_bytes` of values owned by peers, admitted by TinyLFU.
+    pub(crate) fn hot(def: &KeySpace, max_bytes: u64) -> Self {
+        Self::build(def.name(), max_bytes, Eviction::TinyLfu, None)
+    }
+
+    fn build(name: &str, max_bytes: u64, eviction: Eviction, stats: Option<Arc<Stats>>) -> Self {
+        let policy = match eviction {
             Eviction::TinyLfu => EvictionPolicy::tiny_lfu(),
             Eviction::Lru => EvictionPolicy::lru(),
         };
-        let cache = Cache::builder()
-            .name(def.name())
-            .max_capacity(def.max_bytes())
+        let builder = Cache::builder()
+            .name(name)
+            .max_capacity(max_bytes)
             .weigher(|key: &String, stored: &Stored| {
                 let value_len = stored.value.as_ref().map_or(0, Bytes::len);
                 u32::try_from(weight(key.len(), value_len)).unwrap_or(u32::MAX)
             })
             .expire_after(EntryExpiry)
-            .eviction_policy(policy)
-            .eviction_listener(move |_key, _value, cause| match cause {
-                RemovalCause::Size => bump(&stats.local().evictions),
-                RemovalCause::Expired => bump(&stats.local().expirations),
-                RemovalCause::Explicit | RemovalCause::Replaced => {}
-            })
-            .build();
-        Store { cache, max_bytes: def.max_bytes() }
+            .eviction_policy(policy);
+        let cache = match stats {
+            Some(stats) => builder
+                .eviction_listener(move |_key, _value, cause| match cause {
+                    RemovalCause::Size => bump(&stats.local().evictions),
+                    RemovalCause::Expired => bump(&stats.local().expirations),
+                    RemovalCause::Explicit | RemovalCause::Replaced => {}
+                })
+                .build(),
+            None => builder.build(),
+        };
+        Store { cache, max_bytes }
     }
 
     pub(crate) fn lookup(&self, key: &str) -> Lookup {
@@ -112,6 +127,11 @@ impl Store {
             }
             _ => Lookup::Miss,
         }
+    }
+
+    /// The live entry of `key`, with its expiry.
+    pub(crate) fn entry(&self, key: &str) -> Option<Stored> {
+        self.cache.get(key).filter(|stored| stored.is_live(Instant::now()))
     }
 
     /// Whether an entry of this size can be stored at all.
@@ -153,7 +173,8 @@ impl Store {
                 if stored.value.is_none() && policy.is_none() {
                     continue;
                 }
-                let capped = policy.map(|ttl| now + ttl);
+                // A TTL past the clock's range caps nothing.
+                let capped = policy.and_then(|ttl| now.checked_add(ttl));
                 stored.expires_at = match (stored.expires_at, capped) {
                     (Some(a), Some(b)) => Some(a.min(b)),
                     (a, b) => a.or(b),

@@ -1,0 +1,384 @@
+//! The cluster side of an engine: membership, the ring, and clients for the peers in it.
+//!
+//! - `membership`: chitchat gossip over UDP (`transport`) says who is live and ready.
+//! - `ring`: the ready members become an ownership table with an epoch.
+//! - `peer`: one [`PeerClient`](peer::PeerClient) per peer (batched gets, breaker), and the
+//!   gRPC service (`peer::server`) that answers peers; `wire` converts messages.
+//! - [`Cluster`] ties them: it routes keys, watches membership, re-asks discovery on an
+//!   interval and publishes [`ClusterEvent`]s.
+
+pub(crate) mod config;
+pub(crate) mod membership;
+pub(crate) mod peer;
+pub(crate) mod ring;
+pub(crate) mod wire;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use distcache_proto::v1 as pb;
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use config::ClusterConfig;
+pub use membership::PeerInfo;
+pub use ring::{Member, Ring};
+
+use crate::breaker::BreakerState;
+use crate::error::{Error, Result};
+use membership::{GossipSettings, Membership, SelfInfo, SelfState};
+use peer::PeerClient;
+
+/// A change in the set of nodes that take traffic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ClusterEvent {
+    /// A node became ready and joined the ring.
+    PeerJoined(PeerInfo),
+    /// A node left the ring (stopped, not ready, or declared dead).
+    PeerLeft(PeerInfo),
+}
+
+/// A peer as diagnostics show it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PeerStatus {
+    /// What gossip says about the node.
+    #[serde(flatten)]
+    pub info: PeerInfo,
+    /// Whether the node is this one.
+    pub is_self: bool,
+    /// Its share of the keys in this node's ring (0 when not in the ring).
+    pub ownership: f64,
+    /// The state of this node's breaker for calls to it (`None` for self).
+    pub breaker: Option<BreakerState>,
+}
+
+/// Where a key's value comes from.
+#[derive(Debug)]
+pub(crate) enum Route {
+    /// This node owns the key (or knows no owner).
+    Local,
+    /// Ask this peer.
+    Remote(Arc<PeerClient>),
+}
+
+/// This node's view of, and place in, the cluster.
+#[derive(Debug)]
+pub(crate) struct Cluster {
+    pub(crate) config: ClusterConfig,
+    me: SelfInfo,
+    gossip_addr: SocketAddr,
+    ring: ArcSwap<Ring>,
+    peers: ArcSwap<HashMap<Arc<str>, Arc<PeerClient>>>,
+    known: ArcSwap<Vec<PeerInfo>>,
+    events: broadcast::Sender<ClusterEvent>,
+    membership: Mutex<Option<Membership>>,
+    self_state: SelfState,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+}
+
+/// Addresses a node bound, before it starts gossiping.
+#[derive(Debug)]
+pub(crate) struct Bound {
+    pub(crate) grpc_advertise: SocketAddr,
+    gossip_listen: SocketAddr,
+    gossip_advertise: SocketAddr,
+}
+
+impl Bound {
+    /// Binds the peer-protocol listener (returned apart, for the server) and the gossip socket.
+    pub(crate) async fn bind(config: &ClusterConfig) -> Result<(tokio::net::TcpListener, Self)> {
+        let bind_err = |what: &str, addr: SocketAddr, err: std::io::Error| {
+            Error::invalid(format!("cannot bind the {what} address {addr}: {err}"))
+        };
+        let local =
+            |addr: std::io::Result<SocketAddr>| addr.map_err(|e| Error::Unavailable(e.to_string()));
+        let grpc = tokio::net::TcpListener::bind(config.grpc_bind)
+            .await
+            .map_err(|e| bind_err("peer (gRPC)", config.grpc_bind, e))?;
+        // Chitchat binds its own socket: learn a free port (when asked for port 0) and release it.
+        let gossip = tokio::net::UdpSocket::bind(config.gossip_bind)
+            .await
+            .map_err(|e| bind_err("gossip", config.gossip_bind, e))?;
+        let gossip_listen = local(gossip.local_addr())?;
+        drop(gossip);
+        let grpc_advertise =
+            config.grpc_advertise.unwrap_or(advertisable(local(grpc.local_addr())?));
+        let gossip_advertise = config.gossip_advertise.unwrap_or(advertisable(gossip_listen));
+        Ok((grpc, Bound { grpc_advertise, gossip_listen, gossip_advertise }))
+    }
+}
+
+impl Cluster {
+    /// Joins the cluster: starts gossip (not ready yet), the ring watcher and re-discovery.
+    pub(crate) async fn join(
+        config: ClusterConfig,
+        bound: Bound,
+        keyspaces_hash: String,
+        events: broadcast::Sender<ClusterEvent>,
+    ) -> Result<Arc<Self>> {
+        let node_id = config.node_id.clone().unwrap_or_else(|| bound.grpc_advertise.to_string());
+        let generation =
+            SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+        let me = SelfInfo {
+            node_id,
+            generation,
+            grpc_addr: bound.grpc_advertise,
+            admin_addr: config.admin_addr.clone(),
+            keyspaces_hash,
+        };
+        let gossip = GossipSettings {
+            cluster_id: config.label.clone(),
+            interval: config.gossip_interval,
+            phi_threshold: config.phi_threshold,
+            dead_node_grace: config.dead_node_grace,
+        };
+        let seeds = match config.discovery.discover().await {
+            Ok(seeds) => seeds,
+            Err(err) => {
+                tracing::warn!(%err, "initial discovery failed; will retry");
+                Vec::new()
+            }
+        };
+        let membership =
+            Membership::start(bound.gossip_listen, bound.gossip_advertise, &me, &gossip, seeds)
+                .await?;
+        let watcher = membership.watch().await;
+        let self_state = membership.self_state();
+        let cluster = Arc::new(Cluster {
+            gossip_addr: membership.gossip_addr(),
+            ring: ArcSwap::from_pointee(Ring::new(0, Vec::new())),
+            peers: ArcSwap::default(),
+            known: ArcSwap::default(),
+            events,
+            membership: Mutex::new(Some(membership)),
+            self_state,
+            shutdown: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+            config,
+            me,
+        });
+        cluster.tasks.spawn(cluster.clone().watch_members(watcher));
+        cluster.tasks.spawn(cluster.clone().rediscover());
+        Ok(cluster)
+    }
+
+    /// This node's id.
+    pub(crate) fn node_id(&self) -> &str {
+        &self.me.node_id
+    }
+
+    /// Where this node serves the peer protocol.
+    pub(crate) fn grpc_addr(&self) -> SocketAddr {
+        self.me.grpc_addr
+    }
+
+    /// Where this node gossips.
+    pub(crate) fn gossip_addr(&self) -> SocketAddr {
+        self.gossip_addr
+    }
+
+    /// The current ring.
+    pub(crate) fn ring(&self) -> Arc<Ring> {
+        self.ring.load_full()
+    }
+
+    /// Who serves `key`.
+    pub(crate) fn route(&self, key: &str) -> Route {
+        let ring = self.ring.load();
+        match ring.owner(key) {
+            Some(owner) if *owner.node_id != *self.me.node_id => self
+                .peers
+                .load()
+                .get(&owner.node_id)
+                .map_or(Route::Local, |p| Route::Remote(p.clone())),
+            _ => Route::Local,
+        }
+    }
+
+    /// Clients for every other member of the ring.
+    pub(crate) fn peers(&self) -> Vec<Arc<PeerClient>> {
+        self.peers.load().values().cloned().collect()
+    }
+
+    /// Every live node gossip knows of (ready or not), with ownership and breaker state.
+    pub(crate) fn peer_statuses(&self) -> Vec<PeerStatus> {
+        let (ring, peers) = (self.ring.load(), self.peers.load());
+        self.known
+            .load()
+            .iter()
+            .map(|info| PeerStatus {
+                is_self: info.node_id == self.me.node_id,
+                ownership: ring.share_of(&info.node_id),
+                breaker: peers.get(info.node_id.as_str()).map(|p| p.breaker_state()),
+                info: info.clone(),
+            })
+            .collect()
+    }
+
+    /// Sends `keys` to every other member's hot-cache invalidation, waiting up to `timeout`.
+    pub(crate) async fn broadcast_invalidate(&self, keys: Vec<pb::KeyRef>, timeout: Duration) {
+        if keys.is_empty() {
+            return;
+        }
+        let calls = self.peers().into_iter().map(|peer| {
+            let keys = keys.clone();
+            async move {
+                if let Err(err) = peer.invalidate(keys, timeout).await {
+                    tracing::warn!(peer = %peer.member().node_id, err = %err.0, "hot-cache invalidation not delivered");
+                }
+            }
+        });
+        futures::future::join_all(calls).await;
+    }
+
+    /// Marks this node ready (or not) for traffic.
+    pub(crate) async fn set_ready(&self, ready: bool) {
+        self.self_state.set_ready(ready).await;
+    }
+
+    /// Publishes a new keyspace-definition hash.
+    pub(crate) async fn set_keyspaces_hash(&self, hash: &str) {
+        self.self_state.set_keyspaces_hash(hash).await;
+    }
+
+    /// Leaves the cluster: not ready, a drain of two gossip rounds so peers route elsewhere,
+    /// then gossip stops.
+    pub(crate) async fn leave(&self) {
+        self.set_ready(false).await;
+        tokio::time::sleep(self.config.gossip_interval * 2).await;
+        self.shutdown.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+        let membership = self.membership.lock().ok().and_then(|mut m| m.take());
+        if let Some(membership) = membership {
+            membership.shutdown().await;
+        }
+        self.config.discovery.shutdown().await;
+    }
+
+    async fn watch_members(
+        self: Arc<Self>,
+        mut watcher: tokio::sync::watch::Receiver<
+            std::collections::BTreeMap<chitchat::ChitchatId, chitchat::NodeState>,
+        >,
+    ) {
+        loop {
+            let live = watcher.borrow_and_update().clone();
+            self.apply(membership::peers(&live));
+            tokio::select! {
+                changed = watcher.changed() => if changed.is_err() { return },
+                () = self.shutdown.cancelled() => return,
+            }
+        }
+    }
+
+    /// Rebuilds the ring and the peer clients from what gossip says.
+    fn apply(&self, known: Vec<PeerInfo>) {
+        let members: Vec<Member> = known.iter().filter_map(PeerInfo::member).collect();
+        let ring = self.ring.load_full();
+        let mut sorted = members.clone();
+        sorted.sort();
+        if sorted.as_slice() != ring.members() {
+            let next = Ring::new(ring.epoch() + 1, members);
+            self.update_peers(&next);
+            self.publish_changes(&ring, &next, &known);
+            tracing::info!(epoch = next.epoch(), members = next.members().len(), "ring changed");
+            self.ring.store(Arc::new(next));
+        }
+        self.known.store(Arc::new(known));
+    }
+
+    fn update_peers(&self, ring: &Ring) {
+        let current = self.peers.load();
+        let mut next = HashMap::new();
+        for member in ring.members().iter().filter(|m| *m.node_id != *self.me.node_id) {
+            let reuse =
+                current.get(&member.node_id).filter(|p| p.member().grpc_addr == member.grpc_addr);
+            let client = match reuse {
+                Some(client) => client.clone(),
+                None => match PeerClient::new(member.clone(), &self.config) {
+                    Ok(client) => client,
+                    Err(err) => {
+                        tracing::warn!(peer = %member.node_id, %err, "cannot make a client for peer");
+                        continue;
+                    }
+                },
+            };
+            next.insert(member.node_id.clone(), client);
+        }
+        self.peers.store(Arc::new(next));
+    }
+
+    fn publish_changes(&self, before: &Ring, after: &Ring, known: &[PeerInfo]) {
+        let info = |member: &Member, ready: bool| {
+            known.iter().find(|p| *p.node_id == *member.node_id).cloned().unwrap_or_else(|| {
+                PeerInfo {
+                    node_id: member.node_id.to_string(),
+                    generation: 0,
+                    gossip_addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+                    grpc_addr: Some(member.grpc_addr),
+                    admin_addr: None,
+                    ready,
+                    keyspaces_hash: String::new(),
+                }
+            })
+        };
+        let has = |ring: &Ring, m: &Member| ring.members().iter().any(|x| x.node_id == m.node_id);
+        for member in after.members().iter().filter(|m| !has(before, m)) {
+            let _ = self.events.send(ClusterEvent::PeerJoined(info(member, true)));
+        }
+        for member in before.members().iter().filter(|m| !has(after, m)) {
+            let _ = self.events.send(ClusterEvent::PeerLeft(info(member, false)));
+        }
+    }
+
+    /// Asks discovery for seeds on an interval and gossips with new ones, so nodes that
+    /// appear later (or the other half of a split cluster) are found.
+    async fn rediscover(self: Arc<Self>) {
+        let mut interval = tokio::time::interval(self.config.rediscover_interval);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        interval.tick().await;
+        loop {
+            tokio::select! {
+                _ = interval.tick() => {}
+                () = self.shutdown.cancelled() => return,
+            }
+            let seeds = match self.config.discovery.discover().await {
+                Ok(seeds) => seeds,
+                Err(err) => {
+                    tracing::warn!(%err, "discovery failed; will retry");
+                    continue;
+                }
+            };
+            let mut addrs = Vec::new();
+            for seed in seeds {
+                match tokio::net::lookup_host(seed.as_str()).await {
+                    Ok(resolved) => addrs.extend(resolved),
+                    Err(err) => tracing::warn!(%seed, %err, "cannot resolve a discovered seed"),
+                }
+            }
+            if let Ok(Some(membership)) = self.membership.lock().as_deref() {
+                membership.gossip_with(addrs);
+            }
+        }
+    }
+}
+
+/// The address to advertise for a bound one: an unspecified IP becomes this host's outward IP.
+fn advertisable(bound: SocketAddr) -> SocketAddr {
+    if !bound.ip().is_unspecified() {
+        return bound;
+    }
+    // Connecting a UDP socket sends nothing; it only asks the routing table for a source IP.
+    let outward = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))
+        .and_then(|s| s.connect((Ipv4Addr::new(10, 254, 254, 254), 9)).map(|()| s))
+        .and_then(|s| s.local_addr())
+        .map_or(IpAddr::V4(Ipv4Addr::LOCALHOST), |a| a.ip());
+    SocketAddr::new(outward, bound.port())
+}

@@ -1,0 +1,260 @@
+//! Calls to one peer: a lazily connected tonic channel behind a circuit breaker.
+
+use std::future::Future;
+use std::time::Duration;
+
+use bytes::Bytes;
+use distcache_proto::v1::{self as pb, peer_client::PeerClient as Rpc};
+use tonic::transport::{Channel, Endpoint};
+
+use super::batch::GetBatcher;
+use crate::breaker::{Breaker, BreakerState};
+use crate::cluster::config::ClusterConfig;
+use crate::cluster::ring::Member;
+use crate::cluster::wire;
+use crate::error::{Error, Result};
+
+/// A value as its owner returned it.
+#[derive(Debug, Clone)]
+pub(crate) struct RemoteValue {
+    pub(crate) value: Bytes,
+    pub(crate) ttl: Option<Duration>,
+    pub(crate) rate: f64,
+}
+
+/// A call that did not reach the peer or got no usable answer; the caller may fall back.
+#[derive(Debug, Clone)]
+pub(crate) struct Unreachable(pub(crate) String);
+
+impl From<Unreachable> for Error {
+    fn from(err: Unreachable) -> Self {
+        Error::Unavailable(err.0)
+    }
+}
+
+/// Per-key outcomes of a get.
+pub(crate) type GetOutcomes = Vec<Result<RemoteValue>>;
+
+/// The client side of one peer.
+#[derive(Debug)]
+pub(crate) struct PeerClient {
+    member: Member,
+    rpc: Rpc<Channel>,
+    breaker: Breaker,
+    batcher: Option<GetBatcher>,
+}
+
+impl PeerClient {
+    /// A client for `member`; connects on first use.
+    pub(crate) fn new(member: Member, config: &ClusterConfig) -> Result<std::sync::Arc<Self>> {
+        let endpoint = Endpoint::from_shared(format!("http://{}", member.grpc_addr))
+            .map_err(|e| Error::invalid(format!("peer address {}: {e}", member.grpc_addr)))?
+            .connect_timeout(config.connect_timeout)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(Duration::from_secs(5))
+            .keep_alive_while_idle(true)
+            .http2_adaptive_window(true);
+        let rpc = Rpc::new(endpoint.connect_lazy())
+            .max_decoding_message_size(config.max_message_bytes)
+            .max_encoding_message_size(config.max_message_bytes);
+        let breaker = Breaker::new(config.breaker_threshold, config.breaker_cooldown);
+        Ok(std::sync::Arc::new_cyclic(|me| PeerClient {
+            member,
+            rpc,
+            breaker,
+            batcher: config.batching.then(|| GetBatcher::spawn(me.clone())),
+        }))
+    }
+
+    pub(crate) fn member(&self) -> &Member {
+        &self.member
+    }
+
+    pub(crate) fn breaker_state(&self) -> BreakerState {
+        self.breaker.state()
+    }
+
+    /// Gets one key, through the batcher when batching is on.
+    pub(crate) async fn get(
+        &self,
+        key: pb::KeyRef,
+        timeout: Duration,
+    ) -> Result<Result<RemoteValue>, Unreachable> {
+        let mut outcomes = match &self.batcher {
+            Some(batcher) => return batcher.get(key, timeout).await,
+            None => self.get_many(vec![key], timeout).await?,
+        };
+        outcomes.pop().ok_or_else(|| Unreachable("the peer answered no outcome".into()))
+    }
+
+    /// Gets many keys in one call; outcomes in request order.
+    pub(crate) async fn get_many(
+        &self,
+        keys: Vec<pb::KeyRef>,
+        timeout: Duration,
+    ) -> Result<GetOutcomes, Unreachable> {
+        let expected = keys.len();
+        let request = pb::GetRequest { keys, forwarded: true };
+        let response =
+            self.call(timeout, |mut rpc, req| async move { rpc.get(req).await }, request).await?;
+        if response.outcomes.len() != expected {
+            return Err(Unreachable(format!(
+                "peer {} answered {} outcomes for {expected} keys",
+                self.member.node_id,
+                response.outcomes.len()
+            )));
+        }
+        Ok(response.outcomes.into_iter().map(get_outcome).collect())
+    }
+
+    /// Stores entries at this peer (their owner).
+    pub(crate) async fn put(
+        &self,
+        entries: Vec<pb::Entry>,
+        timeout: Duration,
+    ) -> Result<Vec<Result<()>>, Unreachable> {
+        let request = pb::PutRequest { entries, forwarded: true };
+        let response =
+            self.call(timeout, |mut rpc, req| async move { rpc.put(req).await }, request).await?;
+        Ok(write_outcomes(response))
+    }
+
+    /// Deletes keys at this peer (their owner).
+    pub(crate) async fn delete(
+        &self,
+        keys: Vec<pb::KeyRef>,
+        timeout: Duration,
+    ) -> Result<Vec<Result<()>>, Unreachable> {
+        let request = pb::DeleteRequest { keys, forwarded: true };
+        let response = self
+            .call(timeout, |mut rpc, req| async move { rpc.delete(req).await }, request)
+            .await?;
+        Ok(write_outcomes(response))
+    }
+
+    /// Drops keys from this peer's hot cache.
+    pub(crate) async fn invalidate(
+        &self,
+        keys: Vec<pb::KeyRef>,
+        timeout: Duration,
+    ) -> Result<(), Unreachable> {
+        let request = pb::InvalidateRequest { keys };
+        self.call(timeout, |mut rpc, req| async move { rpc.invalidate(req).await }, request)
+            .await?;
+        Ok(())
+    }
+
+    /// Removes keyspaces on this peer.
+    pub(crate) async fn delete_keyspaces(
+        &self,
+        names: Vec<String>,
+        timeout: Duration,
+    ) -> Result<Result<()>, Unreachable> {
+        let request = pb::DeleteKeySpacesRequest { names };
+        let response = self
+            .call(timeout, |mut rpc, req| async move { rpc.delete_key_spaces(req).await }, request)
+            .await?;
+        Ok(response.failure.map_or(Ok(()), |f| Err(wire::error(f))))
+    }
+
+    /// Applies keyspace settings on this peer.
+    pub(crate) async fn update_keyspace(
+        &self,
+        settings: pb::KeySpaceSettings,
+        timeout: Duration,
+    ) -> Result<Result<()>, Unreachable> {
+        let request = pb::UpdateKeySpaceRequest { settings: Some(settings) };
+        let response = self
+            .call(timeout, |mut rpc, req| async move { rpc.update_key_space(req).await }, request)
+            .await?;
+        Ok(response.failure.map_or(Ok(()), |f| Err(wire::error(f))))
+    }
+
+    /// Runs one call under the breaker and a deadline.
+    async fn call<Req, Resp, F, Fut>(
+        &self,
+        timeout: Duration,
+        send: F,
+        request: Req,
+    ) -> Result<Resp, Unreachable>
+    where
+        F: FnOnce(Rpc<Channel>, tonic::Request<Req>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<Resp>, tonic::Status>>,
+    {
+        if !self.breaker.allow() {
+            return Err(Unreachable(format!(
+                "peer {} is failing (breaker open)",
+                self.member.node_id
+            )));
+        }
+        let mut probe = ProbeGuard(Some(&self.breaker));
+        let mut request = tonic::Request::new(request);
+        request.set_timeout(timeout);
+        let outcome = tokio::time::timeout(timeout, send(self.rpc.clone(), request)).await;
+        let result = match outcome {
+            Ok(Ok(response)) => Ok(response.into_inner()),
+            Ok(Err(status)) => Err(status),
+            Err(_) => Err(tonic::Status::deadline_exceeded("peer call timed out")),
+        };
+        let peer_failed = match &result {
+            Ok(_) => false,
+            // The peer answered: a refused request says nothing about its health.
+            Err(status) => matches!(
+                status.code(),
+                tonic::Code::Unavailable
+                    | tonic::Code::DeadlineExceeded
+                    | tonic::Code::Unknown
+                    | tonic::Code::Cancelled
+            ),
+        };
+        probe.record(!peer_failed);
+        result.map_err(|status| {
+            Unreachable(format!(
+                "peer {} at {}: {}",
+                self.member.node_id,
+                self.member.grpc_addr,
+                status.message()
+            ))
+        })
+    }
+}
+
+/// Frees a half-open probe if its call is dropped before reporting.
+struct ProbeGuard<'a>(Option<&'a Breaker>);
+
+impl ProbeGuard<'_> {
+    fn record(&mut self, success: bool) {
+        if let Some(breaker) = self.0.take() {
+            breaker.record(success);
+        }
+    }
+}
+
+impl Drop for ProbeGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(breaker) = self.0.take() {
+            breaker.release();
+        }
+    }
+}
+
+fn get_outcome(outcome: pb::GetOutcome) -> Result<RemoteValue> {
+    match outcome.outcome {
+        Some(pb::get_outcome::Outcome::Value(v)) => Ok(RemoteValue {
+            value: v.value,
+            ttl: v.ttl_ms.map(Duration::from_millis),
+            rate: if v.rate.is_finite() { v.rate } else { 0.0 },
+        }),
+        Some(pb::get_outcome::Outcome::Failure(failure)) => Err(wire::error(failure)),
+        None => Err(Error::Unavailable("a peer sent an empty outcome".into())),
+    }
+}
+
+fn write_outcomes(response: pb::WriteResponse) -> Vec<Result<()>> {
+    response
+        .outcomes
+        .into_iter()
+        .map(|outcome| outcome.failure.map_or(Ok(()), |f| Err(wire::error(f))))
+        .collect()
+}

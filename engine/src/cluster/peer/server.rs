@@ -1,0 +1,146 @@
+//! The gRPC service peers call. Every request is served on this node: it never forwards.
+
+use std::time::Duration;
+
+use distcache_proto::v1::{self as pb, peer_server::Peer, peer_server::PeerServer};
+use futures::future::join_all;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status};
+
+use crate::cluster::wire;
+use crate::engine::Engine;
+use crate::entry::Entry;
+use crate::error::Error;
+
+/// Answers peers on behalf of an engine.
+#[derive(Debug, Clone)]
+pub(crate) struct PeerService {
+    engine: Engine,
+}
+
+/// Serves the peer protocol on `listener` until `shutdown` is cancelled.
+pub(crate) async fn serve(
+    engine: Engine,
+    listener: TcpListener,
+    max_message_bytes: usize,
+    shutdown: CancellationToken,
+) -> Result<(), tonic::transport::Error> {
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let service = PeerServer::new(PeerService { engine })
+        .max_decoding_message_size(max_message_bytes)
+        .max_encoding_message_size(max_message_bytes);
+    tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(service)
+        .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
+        .await
+}
+
+fn value(value: bytes::Bytes, ttl: Option<Duration>, rate: f64) -> pb::GetOutcome {
+    let value = pb::Value { value, ttl_ms: ttl.map(wire::millis), rate };
+    pb::GetOutcome { outcome: Some(pb::get_outcome::Outcome::Value(value)) }
+}
+
+fn failure(err: &Error) -> pb::GetOutcome {
+    pb::GetOutcome { outcome: Some(pb::get_outcome::Outcome::Failure(wire::failure(err))) }
+}
+
+fn write_response(results: Vec<crate::Result<()>>) -> pb::WriteResponse {
+    let outcomes = results
+        .into_iter()
+        .map(|r| pb::WriteOutcome { failure: r.err().map(|e| wire::failure(&e)) })
+        .collect();
+    pb::WriteResponse { outcomes }
+}
+
+fn keyspace_response(result: crate::Result<()>) -> pb::KeySpaceResponse {
+    pb::KeySpaceResponse { failure: result.err().map(|e| wire::failure(&e)) }
+}
+
+#[tonic::async_trait]
+impl Peer for PeerService {
+    async fn get(
+        &self,
+        request: Request<pb::GetRequest>,
+    ) -> Result<Response<pb::GetResponse>, Status> {
+        let keys = request.into_inner().keys;
+        let serve = keys.iter().map(|k| async {
+            match self.engine.serve_get(&k.keyspace, &k.key).await {
+                Ok((v, ttl, rate)) => value(v, ttl, rate),
+                Err(err) => failure(&err),
+            }
+        });
+        Ok(Response::new(pb::GetResponse { outcomes: join_all(serve).await }))
+    }
+
+    async fn put(
+        &self,
+        request: Request<pb::PutRequest>,
+    ) -> Result<Response<pb::WriteResponse>, Status> {
+        let entries = request
+            .into_inner()
+            .entries
+            .into_iter()
+            .map(|e| {
+                let entry =
+                    Entry { key: e.key, value: e.value, expiration: wire::expiration(e.expiry) };
+                (e.keyspace, entry)
+            })
+            .collect();
+        Ok(Response::new(write_response(self.engine.serve_put(entries).await)))
+    }
+
+    async fn delete(
+        &self,
+        request: Request<pb::DeleteRequest>,
+    ) -> Result<Response<pb::WriteResponse>, Status> {
+        let keys = request.into_inner().keys.into_iter().map(|k| (k.keyspace, k.key)).collect();
+        Ok(Response::new(write_response(self.engine.serve_delete(keys).await)))
+    }
+
+    async fn invalidate(
+        &self,
+        request: Request<pb::InvalidateRequest>,
+    ) -> Result<Response<pb::InvalidateResponse>, Status> {
+        for key in request.into_inner().keys {
+            self.engine.serve_invalidate(&key.keyspace, &key.key);
+        }
+        Ok(Response::new(pb::InvalidateResponse {}))
+    }
+
+    async fn peek(
+        &self,
+        request: Request<pb::PeekRequest>,
+    ) -> Result<Response<pb::GetResponse>, Status> {
+        let outcomes = request
+            .into_inner()
+            .keys
+            .iter()
+            .map(|k| match self.engine.serve_peek(&k.keyspace, &k.key) {
+                Ok((v, ttl)) => value(v, ttl, 0.0),
+                Err(err) => failure(&err),
+            })
+            .collect();
+        Ok(Response::new(pb::GetResponse { outcomes }))
+    }
+
+    async fn delete_key_spaces(
+        &self,
+        request: Request<pb::DeleteKeySpacesRequest>,
+    ) -> Result<Response<pb::KeySpaceResponse>, Status> {
+        let names = request.into_inner().names;
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        Ok(Response::new(keyspace_response(self.engine.serve_delete_keyspaces(&names).await)))
+    }
+
+    async fn update_key_space(
+        &self,
+        request: Request<pb::UpdateKeySpaceRequest>,
+    ) -> Result<Response<pb::KeySpaceResponse>, Status> {
+        let Some(settings) = request.into_inner().settings else {
+            return Err(Status::invalid_argument("update_key_space needs settings"));
+        };
+        Ok(Response::new(keyspace_response(self.engine.serve_update_keyspace(settings).await)))
+    }
+}
