@@ -75,9 +75,10 @@ impl Engine {
                 self.spawn_load(async move {
                     let mark = space.invalidation_mark();
                     let (result, hot) = engine.ask_owner(&space, &key, &peer).await;
+                    // `land` holds the key's route shard while it keeps the value.
                     let keep = || {
                         if let Some(stored) = hot {
-                            space.admit_hot(&key, stored, mark);
+                            space.admit_hot_fenced(&key, stored, mark);
                         }
                     };
                     space.routes.land(&key, completion, keep, result);

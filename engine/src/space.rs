@@ -171,6 +171,12 @@ impl Space {
     /// Stores a value from a peer in the hot cache unless a write came after `mark`.
     pub(crate) fn admit_hot(&self, key: &str, stored: Stored, mark: u64) {
         let _fence = self.routes.fence(key);
+        self.admit_hot_fenced(key, stored, mark);
+    }
+
+    /// [`admit_hot`](Self::admit_hot) for a caller that already holds the key's route shard
+    /// (a landing flight), so no invalidation can slip between the check and the insert.
+    pub(crate) fn admit_hot_fenced(&self, key: &str, stored: Stored, mark: u64) {
         let generation = self.current.load();
         if let Some(hot) = &generation.hot
             && self.invalidations.load(Ordering::SeqCst) == mark
