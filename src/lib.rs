@@ -24,3 +24,8 @@ pub use distcache_discovery as discovery;
 
 /// The admin HTTP server.
 pub use distcache_admin as admin;
+
+/// The README's examples, compiled as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeExamples;

@@ -5,6 +5,9 @@
 //! - `GET /healthz`: `ok` (text) while the process serves.
 //! - `GET /v1/keyspaces`: every keyspace with its settings and stats.
 //! - `GET /v1/keyspaces/{name}`: one keyspace; 404 with a JSON error if unknown.
+//! - `GET /v1/peers`: every live node gossip knows of, with its ownership share and this node's
+//!   breaker state for it (empty for a standalone engine).
+//! - `GET /v1/ring`: the ring this node routes by: epoch and members with their shares.
 
 use std::future::Future;
 
@@ -44,6 +47,8 @@ pub fn router(engine: Engine) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/v1/keyspaces", get(list_keyspaces))
         .route("/v1/keyspaces/{name}", get(show_keyspace))
+        .route("/v1/peers", get(|State(engine): State<Engine>| async move { Json(engine.peers()) }))
+        .route("/v1/ring", get(show_ring))
         .with_state(engine)
 }
 
@@ -59,6 +64,44 @@ pub async fn serve(
 async fn list_keyspaces(State(engine): State<Engine>) -> Json<Vec<KeySpaceView>> {
     // A keyspace deleted between listing and reading is simply left out.
     Json(engine.keyspaces().iter().filter_map(|name| view(&engine, name).ok()).collect())
+}
+
+/// The ring as the admin API shows it.
+#[derive(Debug, Serialize)]
+pub struct RingView {
+    /// Increases each time this node rebuilds its ring.
+    pub epoch: u64,
+    /// The members, sorted by node id.
+    pub members: Vec<RingMemberView>,
+}
+
+/// One ring member.
+#[derive(Debug, Serialize)]
+pub struct RingMemberView {
+    /// The node id.
+    pub node_id: String,
+    /// Where it serves peers.
+    pub grpc_addr: String,
+    /// Its share of the keys.
+    pub ownership: f64,
+}
+
+async fn show_ring(State(engine): State<Engine>) -> Json<Option<RingView>> {
+    Json(engine.ring().map(|ring| {
+        RingView {
+            epoch: ring.epoch(),
+            members: ring
+                .members()
+                .iter()
+                .zip(ring.shares())
+                .map(|(m, ownership)| RingMemberView {
+                    node_id: m.node_id.to_string(),
+                    grpc_addr: m.grpc_addr.to_string(),
+                    ownership,
+                })
+                .collect(),
+        }
+    }))
 }
 
 async fn show_keyspace(
@@ -102,5 +145,59 @@ impl IntoResponse for ApiError {
         };
         let body = serde_json::json!({ "code": code, "message": self.0.to_string() });
         (status, Json(body)).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::Request;
+    use distcache_engine::{Config, KeySpace, source_fn};
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    async fn call(engine: &Engine, path: &str) -> (StatusCode, serde_json::Value) {
+        let request = Request::get(path).body(Body::empty()).unwrap();
+        let response = router(engine.clone()).oneshot(request).await.unwrap();
+        let status = response.status();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let json = serde_json::from_slice(&body)
+            .unwrap_or(serde_json::Value::String(String::from_utf8_lossy(&body).into_owned()));
+        (status, json)
+    }
+
+    #[tokio::test]
+    async fn serves_health_and_keyspaces_with_live_stats() {
+        let source = source_fn(|key: String| async move { Ok(bytes_of(&key)) });
+        let users = KeySpace::new("users", 1 << 20, source)
+            .with_default_ttl(std::time::Duration::from_secs(60));
+        let engine = Engine::start(Config::standalone([users])).await.unwrap();
+        engine.get("users", "a").await.unwrap();
+        engine.get("users", "a").await.unwrap();
+
+        assert_eq!(call(&engine, "/healthz").await, (StatusCode::OK, "ok".into()));
+        let (status, list) = call(&engine, "/v1/keyspaces").await;
+        assert_eq!(status, StatusCode::OK);
+        let users = &list[0];
+        assert_eq!(users["name"], "users");
+        assert_eq!(users["default_ttl_ms"], 60_000);
+        assert_eq!(users["eviction"], "tiny_lfu");
+        assert_eq!(users["stats"]["gets"], 2);
+        assert_eq!(users["stats"]["hits"], 1);
+        assert_eq!(users["stats"]["fetches"], 1);
+        assert_eq!(users["stats"]["entries"], 1);
+
+        let (status, error) = call(&engine, "/v1/keyspaces/nope").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(error["code"], "keyspace_not_found");
+        assert_eq!(call(&engine, "/v1/peers").await.1, serde_json::json!([]));
+        assert_eq!(call(&engine, "/v1/ring").await.1, serde_json::Value::Null);
+        engine.stop().await;
+    }
+
+    fn bytes_of(key: &str) -> distcache_engine::Bytes {
+        distcache_engine::Bytes::from(key.to_owned())
     }
 }

@@ -130,8 +130,18 @@ impl Engine {
     /// the source fails, [`Error::KeySpaceNotFound`], [`Error::InvalidArgument`] for an empty
     /// or oversized key, [`Error::Unavailable`] when neither the owner nor this node can load.
     pub async fn get(&self, keyspace: &str, key: &str) -> Result<Bytes> {
-        let space = self.space(keyspace)?;
-        self.get_in(&space, key).await
+        self.check_running()?;
+        check_key(key)?;
+        // The hit path borrows the keyspace; only a miss takes a reference to carry on with.
+        let space = self.inner.registry.with(keyspace, |space| match space.lookup(key) {
+            Lookup::Hit(value) => Err(Ok(value)),
+            Lookup::NotFound => Err(Err(Error::NotFound)),
+            Lookup::Miss => Ok(space.clone()),
+        })?;
+        match space {
+            Ok(space) => self.load_missing(&space, key).await,
+            Err(answered) => answered,
+        }
     }
 
     /// The values of many keys, in the order asked; one key's failure does not fail the rest.
@@ -291,10 +301,14 @@ impl Engine {
     async fn get_in(&self, space: &Arc<Space>, key: &str) -> Result<Bytes> {
         check_key(key)?;
         match space.lookup(key) {
-            Lookup::Hit(value) => return Ok(value),
-            Lookup::NotFound => return Err(Error::NotFound),
-            Lookup::Miss => {}
+            Lookup::Hit(value) => Ok(value),
+            Lookup::NotFound => Err(Error::NotFound),
+            Lookup::Miss => self.load_missing(space, key).await,
         }
+    }
+
+    /// Loads a key the local stores do not have, within the keyspace read timeout.
+    async fn load_missing(&self, space: &Arc<Space>, key: &str) -> Result<Bytes> {
         let timeout = space.current().read_timeout;
         let load = async {
             match self.cluster().map(|c| c.route(key)) {

@@ -4,12 +4,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use arc_swap::ArcSwap;
+use xxhash_rust::xxh3::Xxh3Builder;
 
 use crate::error::{Error, Result};
 use crate::keyspace::KeySpace;
 use crate::space::{Defaults, Space};
 
-type Map = HashMap<String, Arc<Space>>;
+type Map = HashMap<String, Arc<Space>, Xxh3Builder>;
 
 /// The live keyspaces of one engine.
 #[derive(Debug)]
@@ -27,6 +28,14 @@ impl Registry {
             .map(|def| (def.name().to_owned(), Arc::new(Space::new(def.clone(), defaults))))
             .collect::<Map>();
         Registry { spaces: ArcSwap::from_pointee(spaces), changes: Mutex::new(()), defaults }
+    }
+
+    /// Runs `f` on the keyspace called `name` without taking a reference to it.
+    pub(crate) fn with<T>(&self, name: &str, f: impl FnOnce(&Arc<Space>) -> T) -> Result<T> {
+        match self.spaces.load().get(name) {
+            Some(space) => Ok(f(space)),
+            None => Err(Error::KeySpaceNotFound(name.to_owned())),
+        }
     }
 
     /// The keyspace called `name`.

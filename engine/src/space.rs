@@ -85,7 +85,6 @@ impl Space {
     /// Counts a get and answers it from the main store or the hot cache if possible.
     pub(crate) fn lookup(&self, key: &str) -> Lookup {
         let cells = self.stats.local();
-        bump(&cells.gets);
         let generation = self.current.load();
         let mut found = generation.store.lookup(key);
         if let (Lookup::Miss, Some(hot)) = (&found, &generation.hot) {
@@ -148,10 +147,15 @@ impl Space {
         Ok(())
     }
 
-    /// Drops a key from the hot cache (a peer wrote it); fences gets in flight for it.
+    /// Drops this node's copies of a key written at another node (its owner); fences gets in
+    /// flight for it. That is the hot copy, and any main-store copy left from when this node
+    /// owned the key (before a join moved it) or served it while rings disagreed: the write
+    /// made it stale, and lookups check the main store first.
     pub(crate) fn invalidate(&self, key: &str) {
         let _fences = self.fence(key);
-        if let Some(hot) = &self.current.load().hot {
+        let generation = self.current.load();
+        generation.store.remove(key);
+        if let Some(hot) = &generation.hot {
             hot.remove(key);
         }
     }

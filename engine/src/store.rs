@@ -122,7 +122,8 @@ impl Store {
 
     pub(crate) fn lookup(&self, key: &str) -> Lookup {
         match self.cache.get(key) {
-            Some(stored) if stored.is_live(Instant::now()) => {
+            // Only entries with an expiry pay for reading the clock.
+            Some(stored) if stored.expires_at.is_none_or(|at| Instant::now() < at) => {
                 stored.value.map_or(Lookup::NotFound, Lookup::Hit)
             }
             _ => Lookup::Miss,
