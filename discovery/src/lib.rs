@@ -32,6 +32,14 @@ pub trait Discovery: Send + Sync + Debug + 'static {
     /// Returning this node's own address is allowed; the engine skips it.
     async fn discover(&self) -> Result<Vec<String>, DiscoveryError>;
 
+    /// A signal that the peer set may have changed, for providers that learn of changes as they
+    /// happen (watches, subscriptions): the engine calls [`discover`](Self::discover) at once
+    /// when the value changes, instead of waiting for its re-discovery interval. The default,
+    /// `None`, means the provider is only polled.
+    fn changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
+    }
+
     /// Releases what the provider holds (connections, watches). Called once when the engine
     /// stops; the default does nothing.
     async fn shutdown(&self) {}

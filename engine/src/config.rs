@@ -22,6 +22,7 @@ pub struct Config {
     read_timeout: Duration,
     write_timeout: Duration,
     cluster: Option<ClusterConfig>,
+    meter: Option<opentelemetry::metrics::Meter>,
 }
 
 impl Config {
@@ -37,6 +38,7 @@ impl Config {
             read_timeout: Self::DEFAULT_READ_TIMEOUT,
             write_timeout: Self::DEFAULT_WRITE_TIMEOUT,
             cluster: None,
+            meter: None,
         }
     }
 
@@ -53,6 +55,17 @@ impl Config {
     pub fn with_cluster(mut self, cluster: ClusterConfig) -> Self {
         self.cluster = Some(cluster);
         self
+    }
+
+    /// Records the engine's metrics on `meter` instead of the global meter `distcache`.
+    pub fn with_meter(mut self, meter: opentelemetry::metrics::Meter) -> Self {
+        self.meter = Some(meter);
+        self
+    }
+
+    /// The meter given with [`with_meter`](Self::with_meter), if any.
+    pub fn meter(&self) -> Option<&opentelemetry::metrics::Meter> {
+        self.meter.as_ref()
     }
 
     /// The cluster settings, `None` for a standalone engine.

@@ -8,6 +8,7 @@ use futures::future::join_all;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 use crate::cluster::{Bound, Cluster, ClusterEvent, PeerStatus, Ring, Route};
 use crate::config::Config;
@@ -15,6 +16,7 @@ use crate::entry::Entry;
 use crate::error::{Error, Result};
 use crate::flight::Joined;
 use crate::keyspace::KeySpace;
+use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::space::{Space, check_key};
 use crate::stats::{KeySpaceStats, bump};
@@ -63,6 +65,7 @@ pub(crate) struct Inner {
     stopped: AtomicBool,
     pub(crate) cluster: OnceLock<Arc<Cluster>>,
     events: broadcast::Sender<ClusterEvent>,
+    pub(crate) metrics: Metrics,
 }
 
 impl Engine {
@@ -74,15 +77,21 @@ impl Engine {
     pub async fn start(config: Config) -> Result<Engine> {
         config.validate()?;
         let (events, _) = broadcast::channel(256);
-        let inner = Inner {
-            registry: Registry::new(config.keyspaces(), config.defaults()),
-            loads: TaskTracker::new(),
-            shutdown: CancellationToken::new(),
-            stopped: AtomicBool::new(false),
-            cluster: OnceLock::new(),
-            events,
-        };
-        let engine = Engine { inner: Arc::new(inner) };
+        let meter =
+            config.meter().cloned().unwrap_or_else(|| opentelemetry::global::meter("distcache"));
+        let inner = Arc::new_cyclic(|engine| {
+            let metrics = Metrics::register(&meter, engine.clone());
+            Inner {
+                registry: Registry::new(config.keyspaces(), config.defaults(), metrics.clone()),
+                loads: TaskTracker::new(),
+                shutdown: CancellationToken::new(),
+                stopped: AtomicBool::new(false),
+                cluster: OnceLock::new(),
+                events,
+                metrics,
+            }
+        });
+        let engine = Engine { inner };
         if let Some(cluster_config) = config.cluster() {
             engine.join(cluster_config.clone()).await?;
         }
@@ -93,7 +102,9 @@ impl Engine {
         let (listener, bound) = Bound::bind(&config).await?;
         let max_message_bytes = config.max_message_bytes;
         let hash = self.inner.registry.fingerprint();
-        let cluster = Cluster::join(config, bound, hash, self.inner.events.clone()).await?;
+        let events = self.inner.events.clone();
+        let cluster =
+            Cluster::join(config, bound, hash, events, self.inner.metrics.clone()).await?;
         let _ = self.inner.cluster.set(cluster.clone());
         let (engine, shutdown) = (self.clone(), self.inner.shutdown.clone());
         self.inner.loads.spawn(async move {
@@ -132,15 +143,20 @@ impl Engine {
     pub async fn get(&self, keyspace: &str, key: &str) -> Result<Bytes> {
         self.check_running()?;
         check_key(key)?;
+        let span = tracing::debug_span!("distcache.get", keyspace, outcome = tracing::field::Empty);
         // The hit path borrows the keyspace; only a miss takes a reference to carry on with.
         let space = self.inner.registry.with(keyspace, |space| match space.lookup(key) {
-            Lookup::Hit(value) => Err(Ok(value)),
-            Lookup::NotFound => Err(Err(Error::NotFound)),
+            Lookup::Hit(value) => Err(("hit", Ok(value))),
+            Lookup::HotHit(value) => Err(("hot_hit", Ok(value))),
+            Lookup::NotFound => Err(("negative_hit", Err(Error::NotFound))),
             Lookup::Miss => Ok(space.clone()),
         })?;
         match space {
-            Ok(space) => self.load_missing(&space, key).await,
-            Err(answered) => answered,
+            Ok(space) => self.load_missing(&space, key).instrument(span).await,
+            Err((outcome, answered)) => {
+                span.record("outcome", outcome);
+                answered
+            }
         }
     }
 
@@ -148,6 +164,7 @@ impl Engine {
     /// In a cluster, keys owned by one peer travel in one call to it.
     ///
     /// The outer error is for the whole call (unknown keyspace, stopped engine).
+    #[tracing::instrument(name = "distcache.get_many", level = "debug", skip(self, keys), fields(keys = keys.len()))]
     pub async fn get_many<K: AsRef<str>>(
         &self,
         keyspace: &str,
@@ -173,6 +190,7 @@ impl Engine {
 
     /// Stores many values; one entry's failure does not fail the rest. In a cluster, entries
     /// owned by one peer travel in one call to it.
+    #[tracing::instrument(name = "distcache.put_many", level = "debug", skip(self, entries))]
     pub async fn put_many<E: Into<Entry>>(
         &self,
         keyspace: &str,
@@ -194,6 +212,7 @@ impl Engine {
     }
 
     /// Removes many keys; one key's failure does not fail the rest.
+    #[tracing::instrument(name = "distcache.delete_many", level = "debug", skip(self, keys), fields(keys = keys.len()))]
     pub async fn delete_many<K: AsRef<str>>(
         &self,
         keyspace: &str,
@@ -213,6 +232,7 @@ impl Engine {
     }
 
     /// Removes several keyspaces on every node; if one is unknown here, none is removed.
+    #[tracing::instrument(name = "distcache.delete_keyspaces", level = "debug", skip(self))]
     pub async fn delete_keyspaces(&self, names: &[&str]) -> Result<()> {
         self.serve_delete_keyspaces(names).await?;
         self.broadcast_keyspace_deletion(names).await;
@@ -224,6 +244,7 @@ impl Engine {
     /// Stored values are kept as far as the new budget allows, each expiring no later than the
     /// new policy would let it (values put with their own expiry keep it). Counters carry on.
     /// In a cluster the settings (not the data source) reach every node that has the keyspace.
+    #[tracing::instrument(name = "distcache.update_keyspace", level = "debug", skip_all, fields(keyspace = keyspace.name()))]
     pub async fn update_keyspace(&self, keyspace: KeySpace) -> Result<()> {
         self.check_running()?;
         let settings = crate::cluster::wire::settings(&keyspace);
@@ -301,7 +322,7 @@ impl Engine {
     async fn get_in(&self, space: &Arc<Space>, key: &str) -> Result<Bytes> {
         check_key(key)?;
         match space.lookup(key) {
-            Lookup::Hit(value) => Ok(value),
+            Lookup::Hit(value) | Lookup::HotHit(value) => Ok(value),
             Lookup::NotFound => Err(Error::NotFound),
             Lookup::Miss => self.load_missing(space, key).await,
         }
@@ -312,11 +333,24 @@ impl Engine {
         let timeout = space.current().read_timeout;
         let load = async {
             match self.cluster().map(|c| c.route(key)) {
-                Some(Route::Remote(peer)) => self.load_remote(space, key, peer).await,
-                _ => self.load(space, key).await,
+                Some(Route::Remote(peer)) => {
+                    tracing::Span::current().record("outcome", "peer");
+                    self.load_remote(space, key, peer).await
+                }
+                _ => {
+                    tracing::Span::current().record("outcome", "fetch");
+                    self.load(space, key).await
+                }
             }
         };
-        tokio::time::timeout(timeout, load).await.unwrap_or(Err(Error::Timeout(timeout)))
+        let result =
+            tokio::time::timeout(timeout, load).await.unwrap_or(Err(Error::Timeout(timeout)));
+        if let Err(err) = &result
+            && !matches!(err, Error::NotFound)
+        {
+            tracing::Span::current().record("outcome", "error");
+        }
+        result
     }
 
     /// Joins or starts the key's load on this node and waits for its result.

@@ -30,6 +30,7 @@ mod error;
 mod flight;
 mod keyspace;
 mod load;
+mod metrics;
 mod rate;
 mod registry;
 mod remote;

@@ -60,14 +60,22 @@ impl Space {
 
     async fn fetch(&self, generation: &Generation, key: &str) -> (Result<Bytes>, Option<Stored>) {
         match generation.store.lookup(key) {
-            Lookup::Hit(value) => return (Ok(value), None),
+            Lookup::Hit(value) | Lookup::HotHit(value) => return (Ok(value), None),
             Lookup::NotFound => return (Err(Error::NotFound), None),
             Lookup::Miss => {}
         }
         let cells = self.stats.local();
         bump(&cells.fetches);
         let timeout = generation.read_timeout;
+        let started = tokio::time::Instant::now();
         let fetched = tokio::time::timeout(timeout, generation.def.source().fetch(key)).await;
+        let outcome = match &fetched {
+            Ok(Ok(_)) => "ok",
+            Ok(Err(FetchError::NotFound)) => "not_found",
+            Ok(Err(FetchError::Failed(_))) => "error",
+            Err(_) => "timeout",
+        };
+        self.metrics.fetch(generation.def.name(), started.elapsed(), outcome);
         match fetched {
             Ok(Ok(value)) => {
                 let stored = generation

@@ -8,6 +8,7 @@ use xxhash_rust::xxh3::Xxh3Builder;
 
 use crate::error::{Error, Result};
 use crate::keyspace::KeySpace;
+use crate::metrics::Metrics;
 use crate::space::{Defaults, Space};
 
 type Map = HashMap<String, Arc<Space>, Xxh3Builder>;
@@ -19,15 +20,26 @@ pub(crate) struct Registry {
     /// Serialises changes so two updates cannot lose each other's copy of the map.
     changes: Mutex<()>,
     defaults: Defaults,
+    metrics: Metrics,
 }
 
 impl Registry {
-    pub(crate) fn new(keyspaces: &[KeySpace], defaults: Defaults) -> Self {
+    pub(crate) fn new(keyspaces: &[KeySpace], defaults: Defaults, metrics: Metrics) -> Self {
         let spaces = keyspaces
             .iter()
-            .map(|def| (def.name().to_owned(), Arc::new(Space::new(def.clone(), defaults))))
+            .map(|def| {
+                (
+                    def.name().to_owned(),
+                    Arc::new(Space::new(def.clone(), defaults, metrics.clone())),
+                )
+            })
             .collect::<Map>();
-        Registry { spaces: ArcSwap::from_pointee(spaces), changes: Mutex::new(()), defaults }
+        Registry {
+            spaces: ArcSwap::from_pointee(spaces),
+            changes: Mutex::new(()),
+            defaults,
+            metrics,
+        }
     }
 
     /// Runs `f` on the keyspace called `name` without taking a reference to it.
@@ -73,7 +85,10 @@ impl Registry {
             return Ok(());
         }
         let mut next = Map::clone(&spaces);
-        next.insert(def.name().to_owned(), Arc::new(Space::new(def, self.defaults)));
+        next.insert(
+            def.name().to_owned(),
+            Arc::new(Space::new(def, self.defaults, self.metrics.clone())),
+        );
         self.spaces.store(Arc::new(next));
         Ok(())
     }

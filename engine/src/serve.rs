@@ -27,7 +27,7 @@ impl Engine {
         bump(&space.stats.local().served_to_peers);
         let rate = space.rates.record(key);
         let value = match space.lookup(key) {
-            Lookup::Hit(value) => value,
+            Lookup::Hit(value) | Lookup::HotHit(value) => value,
             Lookup::NotFound => return Err(Error::NotFound),
             Lookup::Miss => {
                 let timeout = space.current().read_timeout;

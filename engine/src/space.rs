@@ -12,6 +12,7 @@ use crate::entry::Entry;
 use crate::error::{Error, Result};
 use crate::flight::Flights;
 use crate::keyspace::{Expiration, KeySpace};
+use crate::metrics::Metrics;
 use crate::rate::RateSketch;
 use crate::stats::{KeySpaceStats, Stats, bump};
 use crate::store::{Lookup, Store, Stored};
@@ -52,12 +53,13 @@ pub(crate) struct Space {
     pub(crate) stats: Arc<Stats>,
     /// Recent request rates of the keys this node serves to peers.
     pub(crate) rates: RateSketch,
+    pub(crate) metrics: Metrics,
     /// Bumped by every write or invalidation; a hot-cache fill that saw it change stays out.
     invalidations: AtomicU64,
 }
 
 impl Space {
-    pub(crate) fn new(def: KeySpace, defaults: Defaults) -> Self {
+    pub(crate) fn new(def: KeySpace, defaults: Defaults, metrics: Metrics) -> Self {
         let stats = Arc::new(Stats::new());
         let generation = Generation::new(def, defaults, &stats);
         Space {
@@ -67,6 +69,7 @@ impl Space {
             stats,
             rates: RateSketch::new(Duration::from_secs(10)),
             invalidations: AtomicU64::new(0),
+            metrics,
         }
     }
 
@@ -88,13 +91,17 @@ impl Space {
         let generation = self.current.load();
         let mut found = generation.store.lookup(key);
         if let (Lookup::Miss, Some(hot)) = (&found, &generation.hot) {
-            found = hot.lookup(key);
-            if matches!(found, Lookup::Hit(_)) {
-                bump(&cells.hot_hits);
-            }
+            found = match hot.lookup(key) {
+                Lookup::Hit(value) => Lookup::HotHit(value),
+                other => other,
+            };
         }
         match found {
             Lookup::Hit(_) => bump(&cells.hits),
+            Lookup::HotHit(_) => {
+                bump(&cells.hits);
+                bump(&cells.hot_hits);
+            }
             Lookup::NotFound => bump(&cells.negative_hits),
             Lookup::Miss => bump(&cells.misses),
         }

@@ -43,6 +43,8 @@ impl Stored {
 #[derive(Debug)]
 pub(crate) enum Lookup {
     Hit(Bytes),
+    /// A hit in the hot cache (values owned by peers).
+    HotHit(Bytes),
     NotFound,
     Miss,
 }

@@ -30,6 +30,7 @@ pub use ring::{Member, Ring};
 
 use crate::breaker::BreakerState;
 use crate::error::{Error, Result};
+use crate::metrics::Metrics;
 use membership::{GossipSettings, Membership, SelfInfo, SelfState};
 use peer::PeerClient;
 
@@ -80,6 +81,7 @@ pub(crate) struct Cluster {
     self_state: SelfState,
     shutdown: CancellationToken,
     tasks: TaskTracker,
+    metrics: Metrics,
 }
 
 /// Addresses a node bound, before it starts gossiping.
@@ -121,6 +123,7 @@ impl Cluster {
         bound: Bound,
         keyspaces_hash: String,
         events: broadcast::Sender<ClusterEvent>,
+        metrics: Metrics,
     ) -> Result<Arc<Self>> {
         let node_id = config.node_id.clone().unwrap_or_else(|| bound.grpc_advertise.to_string());
         let generation =
@@ -162,6 +165,7 @@ impl Cluster {
             tasks: TaskTracker::new(),
             config,
             me,
+            metrics,
         });
         cluster.tasks.spawn(cluster.clone().watch_members(watcher));
         cluster.tasks.spawn(cluster.clone().rediscover());
@@ -302,7 +306,7 @@ impl Cluster {
                 current.get(&member.node_id).filter(|p| p.member().grpc_addr == member.grpc_addr);
             let client = match reuse {
                 Some(client) => client.clone(),
-                None => match PeerClient::new(member.clone(), &self.config) {
+                None => match PeerClient::new(member.clone(), &self.config, self.metrics.clone()) {
                     Ok(client) => client,
                     Err(err) => {
                         tracing::warn!(peer = %member.node_id, %err, "cannot make a client for peer");
@@ -344,9 +348,17 @@ impl Cluster {
         let mut interval = tokio::time::interval(self.config.rediscover_interval);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         interval.tick().await;
+        let mut changes = self.config.discovery.changes();
         loop {
+            let changed = async {
+                match changes.as_mut() {
+                    Some(changes) => changes.changed().await.is_ok(),
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = interval.tick() => {}
+                open = changed => if !open { changes = None },
                 () = self.shutdown.cancelled() => return,
             }
             let seeds = match self.config.discovery.discover().await {

@@ -6,6 +6,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use distcache_proto::v1::{self as pb, peer_client::PeerClient as Rpc};
 use tonic::transport::{Channel, Endpoint};
+use tracing::Instrument;
 
 use super::batch::GetBatcher;
 use crate::breaker::{Breaker, BreakerState};
@@ -13,6 +14,7 @@ use crate::cluster::config::ClusterConfig;
 use crate::cluster::ring::Member;
 use crate::cluster::wire;
 use crate::error::{Error, Result};
+use crate::metrics::Metrics;
 
 /// A value as its owner returned it.
 #[derive(Debug, Clone)]
@@ -42,11 +44,16 @@ pub(crate) struct PeerClient {
     rpc: Rpc<Channel>,
     breaker: Breaker,
     batcher: Option<GetBatcher>,
+    metrics: Metrics,
 }
 
 impl PeerClient {
     /// A client for `member`; connects on first use.
-    pub(crate) fn new(member: Member, config: &ClusterConfig) -> Result<std::sync::Arc<Self>> {
+    pub(crate) fn new(
+        member: Member,
+        config: &ClusterConfig,
+        metrics: Metrics,
+    ) -> Result<std::sync::Arc<Self>> {
         let endpoint = Endpoint::from_shared(format!("http://{}", member.grpc_addr))
             .map_err(|e| Error::invalid(format!("peer address {}: {e}", member.grpc_addr)))?
             .connect_timeout(config.connect_timeout)
@@ -64,6 +71,7 @@ impl PeerClient {
             rpc,
             breaker,
             batcher: config.batching.then(|| GetBatcher::spawn(me.clone())),
+            metrics,
         }))
     }
 
@@ -191,7 +199,15 @@ impl PeerClient {
         let mut probe = ProbeGuard(Some(&self.breaker));
         let mut request = tonic::Request::new(request);
         request.set_timeout(timeout);
-        let outcome = tokio::time::timeout(timeout, send(self.rpc.clone(), request)).await;
+        let started = tokio::time::Instant::now();
+        let span = tracing::debug_span!("distcache.peer_call", peer = %self.member.node_id);
+        let outcome =
+            tokio::time::timeout(timeout, send(self.rpc.clone(), request)).instrument(span).await;
+        self.metrics.peer_call(
+            &self.member.node_id,
+            started.elapsed(),
+            matches!(outcome, Ok(Ok(_))),
+        );
         let result = match outcome {
             Ok(Ok(response)) => Ok(response.into_inner()),
             Ok(Err(status)) => Err(status),
