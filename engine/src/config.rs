@@ -10,6 +10,7 @@ use distcache_discovery::Discovery;
 use crate::cluster::ClusterConfig;
 use crate::error::{Error, Result};
 use crate::keyspace::KeySpace;
+use crate::protect::{CircuitBreaker, RateLimit};
 use crate::space::Defaults;
 
 /// Everything an [`Engine`](crate::Engine) needs to start.
@@ -23,6 +24,8 @@ pub struct Config {
     write_timeout: Duration,
     cluster: Option<ClusterConfig>,
     meter: Option<opentelemetry::metrics::Meter>,
+    rate_limit: Option<RateLimit>,
+    circuit_breaker: Option<CircuitBreaker>,
 }
 
 impl Config {
@@ -39,6 +42,8 @@ impl Config {
             write_timeout: Self::DEFAULT_WRITE_TIMEOUT,
             cluster: None,
             meter: None,
+            rate_limit: None,
+            circuit_breaker: None,
         }
     }
 
@@ -85,6 +90,18 @@ impl Config {
         self
     }
 
+    /// Limits data-source fetches of every keyspace that sets no limit of its own.
+    pub fn with_rate_limit(mut self, limit: RateLimit) -> Self {
+        self.rate_limit = Some(limit);
+        self
+    }
+
+    /// Puts a circuit breaker in front of every keyspace that sets none of its own.
+    pub fn with_circuit_breaker(mut self, breaker: CircuitBreaker) -> Self {
+        self.circuit_breaker = Some(breaker);
+        self
+    }
+
     /// Adds a keyspace.
     pub fn with_keyspace(mut self, keyspace: KeySpace) -> Self {
         self.keyspaces.push(keyspace);
@@ -101,6 +118,8 @@ impl Config {
             read_timeout: self.read_timeout,
             write_timeout: self.write_timeout,
             hot_divisor: self.cluster.as_ref().map_or(0, |c| c.hot_cache_divisor),
+            rate_limit: self.rate_limit,
+            circuit_breaker: self.circuit_breaker,
         }
     }
 
@@ -114,6 +133,12 @@ impl Config {
                     "the engine {field} is 0: use a positive duration"
                 )));
             }
+        }
+        if let Some(limit) = &self.rate_limit {
+            limit.validate("(engine default)")?;
+        }
+        if let Some(breaker) = &self.circuit_breaker {
+            breaker.validate("(engine default)")?;
         }
         if let Some(cluster) = &self.cluster {
             cluster.validate()?;

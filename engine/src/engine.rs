@@ -92,8 +92,17 @@ impl Engine {
             }
         });
         let engine = Engine { inner };
-        if let Some(cluster_config) = config.cluster() {
-            engine.join(cluster_config.clone()).await?;
+        match config.cluster() {
+            Some(cluster_config) => {
+                engine.join(cluster_config.clone()).await?;
+                let warmer = engine.clone();
+                engine.spawn_load(warmer.warm_on_ring_changes());
+            }
+            None => {
+                // Standalone, this node owns every key: warm them all now.
+                let warmer = engine.clone();
+                engine.spawn_load(async move { warmer.warm(&|_| true, 4).await });
+            }
         }
         Ok(engine)
     }
@@ -147,6 +156,10 @@ impl Engine {
         // The hit path borrows the keyspace; only a miss takes a reference to carry on with.
         let space = self.inner.registry.with(keyspace, |space| match space.lookup(key) {
             Lookup::Hit(value) => Err(("hit", Ok(value))),
+            Lookup::Refresh(value) => {
+                self.refresh(space, key);
+                Err(("hit", Ok(value)))
+            }
             Lookup::HotHit(value) => Err(("hot_hit", Ok(value))),
             Lookup::NotFound => Err(("negative_hit", Err(Error::NotFound))),
             Lookup::Miss => Ok(space.clone()),
@@ -269,9 +282,20 @@ impl Engine {
         Ok(self.inner.registry.get(keyspace)?.stats())
     }
 
+    /// The hottest keys of a keyspace on this node (its callers' and its peers' requests), with
+    /// their recent rates in requests per second, hottest first; at most 32.
+    pub fn hot_keys(&self, keyspace: &str) -> Result<Vec<(String, f64)>> {
+        Ok(self.inner.registry.get(keyspace)?.rates.hottest())
+    }
+
     /// Peer joins and leaves, as they happen (lagging receivers miss the oldest events).
     pub fn events(&self) -> broadcast::Receiver<ClusterEvent> {
         self.inner.events.subscribe()
+    }
+
+    /// Whether the engine still serves: true from `start` until `stop` has drained it.
+    pub fn is_running(&self) -> bool {
+        !self.inner.stopped.load(Ordering::Relaxed)
     }
 
     /// This node's id in the cluster (`None` standalone).
@@ -323,6 +347,10 @@ impl Engine {
         check_key(key)?;
         match space.lookup(key) {
             Lookup::Hit(value) | Lookup::HotHit(value) => Ok(value),
+            Lookup::Refresh(value) => {
+                self.refresh(space, key);
+                Ok(value)
+            }
             Lookup::NotFound => Err(Error::NotFound),
             Lookup::Miss => self.load_missing(space, key).await,
         }
@@ -362,12 +390,21 @@ impl Engine {
             }
             Joined::Leader(completion) => {
                 let flight = completion.flight().clone();
+                let previous_owner = self.cluster().and_then(|c| c.previous_owner(key));
                 let (space, key) = (space.clone(), key.to_owned());
-                self.spawn_load(async move { space.fill(key, completion).await });
+                self.spawn_load(async move { space.fill(key, completion, previous_owner).await });
                 flight
             }
         };
         flight.wait().await
+    }
+
+    /// Reloads a value close to expiry in the background, unless a load of it is in flight.
+    pub(crate) fn refresh(&self, space: &Arc<Space>, key: &str) {
+        if let Joined::Leader(completion) = space.flights.join(key) {
+            let (space, key) = (space.clone(), key.to_owned());
+            self.spawn_load(async move { space.refresh(key, completion).await });
+        }
     }
 
     /// Runs a leader's load in its own task, so no caller's cancellation stops it; `stop`

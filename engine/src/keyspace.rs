@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 
 use crate::error::{Error, Result};
+use crate::protect::{CircuitBreaker, RateLimit};
 use crate::source::DataSource;
 
 /// How long a stored value lives.
@@ -79,6 +80,11 @@ pub struct KeySpace {
     read_timeout: Option<Duration>,
     write_timeout: Option<Duration>,
     eviction: Eviction,
+    rate_limit: Option<RateLimit>,
+    circuit_breaker: Option<CircuitBreaker>,
+    stale_for: Option<Duration>,
+    refresh_ahead: Option<Duration>,
+    warm_keys: Arc<[String]>,
 }
 
 impl fmt::Debug for KeySpace {
@@ -92,6 +98,11 @@ impl fmt::Debug for KeySpace {
             .field("read_timeout", &self.read_timeout)
             .field("write_timeout", &self.write_timeout)
             .field("eviction", &self.eviction)
+            .field("rate_limit", &self.rate_limit)
+            .field("circuit_breaker", &self.circuit_breaker)
+            .field("stale_for", &self.stale_for)
+            .field("refresh_ahead", &self.refresh_ahead)
+            .field("warm_keys", &self.warm_keys.len())
             .finish_non_exhaustive()
     }
 }
@@ -110,6 +121,11 @@ impl KeySpace {
             read_timeout: None,
             write_timeout: None,
             eviction: Eviction::default(),
+            rate_limit: None,
+            circuit_breaker: None,
+            stale_for: None,
+            refresh_ahead: None,
+            warm_keys: Arc::from([]),
         }
     }
 
@@ -152,6 +168,63 @@ impl KeySpace {
     pub fn with_eviction(mut self, eviction: Eviction) -> Self {
         self.eviction = eviction;
         self
+    }
+
+    /// Limits data-source fetches (not cache hits) on each node; overrides the engine default.
+    pub fn with_rate_limit(mut self, limit: RateLimit) -> Self {
+        self.rate_limit = Some(limit);
+        self
+    }
+
+    /// Stops calling a failing data source for a while; overrides the engine default.
+    pub fn with_circuit_breaker(mut self, breaker: CircuitBreaker) -> Self {
+        self.circuit_breaker = Some(breaker);
+        self
+    }
+
+    /// Keeps expired values for `grace` and serves them when a reload fails (the data source
+    /// errs or times out, the breaker is open, the rate limit refuses).
+    pub fn with_stale_for(mut self, grace: Duration) -> Self {
+        self.stale_for = Some(grace);
+        self
+    }
+
+    /// Reloads a value in the background when a get finds less than `window` of its lifetime
+    /// left, so hot keys do not expire under load. Only the key's owner refreshes (once per key).
+    pub fn with_refresh_ahead(mut self, window: Duration) -> Self {
+        self.refresh_ahead = Some(window);
+        self
+    }
+
+    /// Keys to load ahead of demand when this node becomes their owner (start, membership change).
+    pub fn with_warm_keys<S: Into<String>>(mut self, keys: impl IntoIterator<Item = S>) -> Self {
+        self.warm_keys = keys.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// The rate limit, if the keyspace sets its own.
+    pub fn rate_limit(&self) -> Option<RateLimit> {
+        self.rate_limit
+    }
+
+    /// The circuit breaker, if the keyspace sets its own.
+    pub fn circuit_breaker(&self) -> Option<CircuitBreaker> {
+        self.circuit_breaker
+    }
+
+    /// How long expired values are kept to be served stale, if at all.
+    pub fn stale_for(&self) -> Option<Duration> {
+        self.stale_for
+    }
+
+    /// The refresh-ahead window, if any.
+    pub fn refresh_ahead(&self) -> Option<Duration> {
+        self.refresh_ahead
+    }
+
+    /// Keys loaded ahead of demand.
+    pub fn warm_keys(&self) -> &[String] {
+        &self.warm_keys
     }
 
     /// The keyspace's name.
@@ -214,7 +287,7 @@ impl KeySpace {
     /// A stable description of the settings, for comparing definitions across nodes.
     pub(crate) fn fingerprint(&self) -> String {
         format!(
-            "{}|{}|{:?}|{:?}|{:?}|{:?}|{:?}|{}",
+            "{}|{}|{:?}|{:?}|{:?}|{:?}|{:?}|{}|{:?}|{:?}|{:?}|{:?}",
             self.name,
             self.max_bytes,
             self.default_ttl,
@@ -222,7 +295,11 @@ impl KeySpace {
             self.read_timeout,
             self.write_timeout,
             self.eviction,
-            self.expiry.is_some()
+            self.expiry.is_some(),
+            self.rate_limit,
+            self.circuit_breaker,
+            self.stale_for,
+            self.refresh_ahead,
         )
     }
 
@@ -251,6 +328,8 @@ impl KeySpace {
             ("negative_ttl", self.negative_ttl),
             ("read_timeout", self.read_timeout),
             ("write_timeout", self.write_timeout),
+            ("stale_for", self.stale_for),
+            ("refresh_ahead", self.refresh_ahead),
         ];
         for (field, value) in durations {
             if value == Some(Duration::ZERO) {
@@ -259,6 +338,12 @@ impl KeySpace {
                     self.name
                 )));
             }
+        }
+        if let Some(limit) = &self.rate_limit {
+            limit.validate(&self.name)?;
+        }
+        if let Some(breaker) = &self.circuit_breaker {
+            breaker.validate(&self.name)?;
         }
         Ok(())
     }

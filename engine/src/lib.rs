@@ -21,7 +21,6 @@
 #![warn(clippy::unwrap_used, clippy::expect_used)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
-mod breaker;
 mod cluster;
 mod config;
 mod engine;
@@ -31,6 +30,7 @@ mod flight;
 mod keyspace;
 mod load;
 mod metrics;
+mod protect;
 mod rate;
 mod registry;
 mod remote;
@@ -39,9 +39,9 @@ mod source;
 mod space;
 mod stats;
 mod store;
+mod warmup;
 
 pub use async_trait::async_trait;
-pub use breaker::BreakerState;
 pub use bytes::Bytes;
 pub use cluster::{ClusterConfig, ClusterEvent, Member, PeerInfo, PeerStatus, Ring};
 pub use config::Config;
@@ -49,6 +49,7 @@ pub use engine::Engine;
 pub use entry::Entry;
 pub use error::{Error, Result};
 pub use keyspace::{Eviction, Expiration, ExpiryFn, KeySpace};
+pub use protect::{BreakerState, CircuitBreaker, RateLimit};
 pub use source::{DataSource, FetchError, FnSource, source_fn};
 pub use space::MAX_KEY_BYTES;
 pub use stats::KeySpaceStats;

@@ -7,6 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::FutureExt;
 
+use crate::cluster::peer::PeerClient;
 use crate::error::{Error, Result};
 use crate::flight::Completion;
 use crate::source::FetchError;
@@ -14,11 +15,64 @@ use crate::space::{Generation, Space, deadline};
 use crate::stats::bump;
 use crate::store::{Lookup, Stored};
 
+/// How long a new owner waits for the previous owner's copy before loading from the source.
+const HANDOFF_TIMEOUT: Duration = Duration::from_millis(250);
+
 impl Space {
     /// The leader's load on this node: re-checks the store, fetches from the data source, then
     /// lands the flight (storing the value unless a write fenced it).
-    pub(crate) async fn fill(&self, key: String, completion: Completion) {
-        let (result, stored) = self.load_from_source(&key).await;
+    /// `previous_owner`, when set, is asked for its copy first (warm handoff after a ring
+    /// change).
+    pub(crate) async fn fill(
+        &self,
+        key: String,
+        completion: Completion,
+        previous_owner: Option<Arc<PeerClient>>,
+    ) {
+        if let Some(peer) = previous_owner
+            && let Some((value, stored)) = self.handoff(&key, &peer).await
+        {
+            let keep = || self.current().store.insert(key.clone(), stored);
+            self.flights.land(&key, completion, keep, Ok(value));
+            return;
+        }
+        self.fill_with(key, completion, true).await;
+    }
+
+    /// The previous owner's copy of `key`, if it still has one; a miss or failure is not an
+    /// error, the load goes on to the data source.
+    async fn handoff(&self, key: &str, peer: &PeerClient) -> Option<(Bytes, Stored)> {
+        let generation = self.current_full();
+        if let Lookup::Hit(_) | Lookup::Refresh(_) | Lookup::NotFound = generation.store.lookup(key)
+        {
+            return None;
+        }
+        let key_ref = distcache_proto::v1::KeyRef {
+            keyspace: generation.def.name().to_owned(),
+            key: key.to_owned(),
+        };
+        let remote = peer.peek(key_ref, HANDOFF_TIMEOUT).await.ok()?.ok()?;
+        if !generation.store.fits(key.len(), remote.value.len()) {
+            return None;
+        }
+        bump(&self.stats.local().handoffs);
+        let stored = Stored {
+            value: Some(remote.value.clone()),
+            expires_at: deadline(remote.ttl),
+            pinned: false,
+        };
+        Some((remote.value, stored))
+    }
+
+    /// A refresh-ahead reload: like [`fill`](Self::fill) but without re-checking the store,
+    /// which still holds the value being refreshed.
+    pub(crate) async fn refresh(&self, key: String, completion: Completion) {
+        bump(&self.stats.local().refreshes);
+        self.fill_with(key, completion, false).await;
+    }
+
+    async fn fill_with(&self, key: String, completion: Completion, recheck: bool) {
+        let (result, stored) = self.load_with(&key, recheck).await;
         let keep = || {
             if let Some(stored) = stored {
                 self.current().store.insert(key.clone(), stored);
@@ -30,8 +84,12 @@ impl Space {
     /// Fetches `key` from the data source, catching panics; returns the caller's answer and
     /// what to keep in the main store.
     pub(crate) async fn load_from_source(&self, key: &str) -> (Result<Bytes>, Option<Stored>) {
+        self.load_with(key, true).await
+    }
+
+    async fn load_with(&self, key: &str, recheck: bool) -> (Result<Bytes>, Option<Stored>) {
         let generation = self.current_full();
-        let fetch = AssertUnwindSafe(self.fetch(&generation, key)).catch_unwind();
+        let fetch = AssertUnwindSafe(self.fetch(&generation, key, recheck)).catch_unwind();
         fetch.await.unwrap_or_else(|panic| {
             bump(&self.stats.local().fetch_errors);
             (Err(Error::data_source(panic_message(&*panic))), None)
@@ -58,12 +116,38 @@ impl Space {
         (result, stored)
     }
 
-    async fn fetch(&self, generation: &Generation, key: &str) -> (Result<Bytes>, Option<Stored>) {
-        match generation.store.lookup(key) {
-            Lookup::Hit(value) | Lookup::HotHit(value) => return (Ok(value), None),
-            Lookup::NotFound => return (Err(Error::NotFound), None),
-            Lookup::Miss => {}
+    async fn fetch(
+        &self,
+        generation: &Generation,
+        key: &str,
+        recheck: bool,
+    ) -> (Result<Bytes>, Option<Stored>) {
+        if recheck {
+            match generation.store.lookup(key) {
+                Lookup::Hit(value) | Lookup::HotHit(value) | Lookup::Refresh(value) => {
+                    return (Ok(value), None);
+                }
+                Lookup::NotFound => return (Err(Error::NotFound), None),
+                Lookup::Miss => {}
+            }
         }
+        let probe = match generation.protection.admit().await {
+            Ok(probe) => probe,
+            Err(refused) => {
+                let counter = match refused {
+                    Error::CircuitOpen => &self.stats.local().circuit_rejections,
+                    _ => &self.stats.local().rate_limited,
+                };
+                bump(counter);
+                return self.stale_or(generation, key, refused);
+            }
+        };
+        // Not-found is an answer, not a failure of the source.
+        let report = |success: bool| {
+            if let Some(probe) = probe {
+                probe.record(success);
+            }
+        };
         let cells = self.stats.local();
         bump(&cells.fetches);
         let timeout = generation.read_timeout;
@@ -78,6 +162,7 @@ impl Space {
         self.metrics.fetch(generation.def.name(), started.elapsed(), outcome);
         match fetched {
             Ok(Ok(value)) => {
+                report(true);
                 let stored = generation
                     .store
                     .fits(key.len(), value.len())
@@ -85,6 +170,7 @@ impl Space {
                 (Ok(value), stored)
             }
             Ok(Err(FetchError::NotFound)) => {
+                report(true);
                 let stored = generation.def.negative_ttl().map(|ttl| Stored {
                     value: None,
                     expires_at: deadline(Some(ttl)),
@@ -93,13 +179,31 @@ impl Space {
                 (Err(Error::NotFound), stored)
             }
             Ok(Err(FetchError::Failed(err))) => {
+                report(false);
                 bump(&cells.fetch_errors);
-                (Err(Error::DataSource(Arc::from(err))), None)
+                self.stale_or(generation, key, Error::DataSource(Arc::from(err)))
             }
             Err(_) => {
+                report(false);
                 bump(&cells.fetch_errors);
-                (Err(Error::Timeout(timeout)), None)
+                self.stale_or(generation, key, Error::Timeout(timeout))
             }
+        }
+    }
+
+    /// The value kept past its expiry (serve-stale), or the error that stopped the reload.
+    fn stale_or(
+        &self,
+        generation: &Generation,
+        key: &str,
+        err: Error,
+    ) -> (Result<Bytes>, Option<Stored>) {
+        match generation.store.stale(key) {
+            Some(value) if generation.def.stale_for().is_some() => {
+                bump(&self.stats.local().stale_served);
+                (Ok(value), None)
+            }
+            _ => (Err(err), None),
         }
     }
 }

@@ -22,8 +22,8 @@ use std::time::Duration;
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Histogram, Meter};
 
-use crate::breaker::BreakerState;
 use crate::engine::{Engine, Inner};
+use crate::protect::BreakerState;
 use crate::stats::KeySpaceStats;
 
 /// Latency buckets in seconds, from 50 µs to 10 s.

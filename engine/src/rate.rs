@@ -1,8 +1,12 @@
-//! Recent request rates per key in bounded memory: a count-min sketch whose counts halve every
-//! window, so old traffic fades.
+//! Recent request rates per key in bounded memory, and the hottest keys.
+//!
+//! A count-min sketch whose counts halve every window, so old traffic fades; beside it the K
+//! hottest keys seen, kept in a small list that is only locked when a key's count beats the
+//! coldest of them. No map grows with the key space and nothing scans it.
 
-use std::sync::Mutex;
+use std::cell::Cell;
 use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -10,13 +14,20 @@ use xxhash_rust::xxh3::xxh3_64;
 
 const DEPTH: usize = 4;
 const WIDTH: usize = 4096;
+/// How many hottest keys are kept.
+pub(crate) const TOP: usize = 32;
+/// One hit in this many is sampled (with this weight), so hits stay cheap.
+const HIT_SAMPLE: u32 = 16;
 
-/// Estimates how often each key was asked for lately.
+/// Estimates how often each key was asked for lately, and which keys are hottest.
 #[derive(Debug)]
 pub(crate) struct RateSketch {
     counts: Box<[AtomicU32]>,
     window: Duration,
     last_decay: Mutex<Instant>,
+    top: Mutex<Vec<(String, u32)>>,
+    /// The coldest count in a full top list (0 until it fills): the bar a key must clear.
+    floor: AtomicU32,
 }
 
 impl RateSketch {
@@ -25,6 +36,8 @@ impl RateSketch {
             counts: (0..DEPTH * WIDTH).map(|_| AtomicU32::new(0)).collect(),
             window,
             last_decay: Mutex::new(Instant::now()),
+            top: Mutex::new(Vec::with_capacity(TOP + 1)),
+            floor: AtomicU32::new(0),
         }
     }
 
@@ -36,14 +49,78 @@ impl RateSketch {
 
     /// Counts one request for `key` and returns its estimated rate in requests per second.
     pub(crate) fn record(&self, key: &str) -> f64 {
+        self.record_weighted(key, 1)
+    }
+
+    /// The estimated rate of `key` in requests per second, without counting a request.
+    pub(crate) fn estimate(&self, key: &str) -> f64 {
+        let count =
+            Self::slots(key).iter().map(|&slot| self.counts[slot].load(Relaxed)).min().unwrap_or(0);
+        self.rate(count)
+    }
+
+    /// Counts a cache hit: one in [`HIT_SAMPLE`] hits is recorded, with that weight.
+    pub(crate) fn record_hit(&self, key: &str) {
+        // A per-thread xorshift, so the sample does not alias with a periodic access pattern.
+        thread_local! {
+            static STATE: Cell<u32> = const { Cell::new(0x9E37_79B9) };
+        }
+        let sampled = STATE.with(|state| {
+            let mut x = state.get();
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            state.set(x);
+            x.is_multiple_of(HIT_SAMPLE)
+        });
+        if sampled {
+            self.record_weighted(key, HIT_SAMPLE);
+        }
+    }
+
+    fn record_weighted(&self, key: &str, weight: u32) -> f64 {
         self.decay_if_due();
-        let min = Self::slots(key)
+        let count = Self::slots(key)
             .iter()
-            .map(|&slot| self.counts[slot].fetch_add(1, Relaxed).saturating_add(1))
+            .map(|&slot| self.counts[slot].fetch_add(weight, Relaxed).saturating_add(weight))
             .min()
             .unwrap_or(0);
-        // With halving every window, a steady rate r settles at a count of about 2·r·window.
-        f64::from(min) / (2.0 * self.window.as_secs_f64())
+        if count > self.floor.load(Relaxed) {
+            self.promote(key, count);
+        }
+        self.rate(count)
+    }
+
+    /// With halving every window, a steady rate r settles at a count of about 2·r·window.
+    fn rate(&self, count: u32) -> f64 {
+        f64::from(count) / (2.0 * self.window.as_secs_f64())
+    }
+
+    fn promote(&self, key: &str, count: u32) {
+        let mut top = self.top.lock().unwrap_or_else(PoisonError::into_inner);
+        match top.iter_mut().find(|(k, _)| k == key) {
+            Some(entry) => entry.1 = entry.1.max(count),
+            None => top.push((key.to_owned(), count)),
+        }
+        if top.len() > TOP
+            && let Some(coldest) =
+                top.iter().enumerate().min_by_key(|(_, (_, c))| *c).map(|(i, _)| i)
+        {
+            top.swap_remove(coldest);
+        }
+        let floor =
+            if top.len() >= TOP { top.iter().map(|(_, c)| *c).min().unwrap_or(0) } else { 0 };
+        self.floor.store(floor, Relaxed);
+    }
+
+    /// The hottest keys with their estimated rates (requests per second), hottest first.
+    pub(crate) fn hottest(&self) -> Vec<(String, f64)> {
+        self.decay_if_due();
+        let top = self.top.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut hottest: Vec<(String, f64)> =
+            top.iter().map(|(k, c)| (k.clone(), self.rate(*c))).collect();
+        hottest.sort_by(|a, b| b.1.total_cmp(&a.1));
+        hottest
     }
 
     fn decay_if_due(&self) {
@@ -57,6 +134,12 @@ impl RateSketch {
             // Racing increments may be halved or not; an estimate tolerates that.
             let _ = count.fetch_update(Relaxed, Relaxed, |c| Some(c / 2));
         }
+        let mut top = self.top.lock().unwrap_or_else(PoisonError::into_inner);
+        top.retain_mut(|(_, count)| {
+            *count /= 2;
+            *count > 0
+        });
+        self.floor.store(self.floor.load(Relaxed) / 2, Relaxed);
     }
 }
 
@@ -78,5 +161,24 @@ mod tests {
             sketch.record("other");
         }
         assert!(sketch.record("hot") < 2.0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn keeps_the_top_keys_in_bounded_space() {
+        let sketch = RateSketch::new(Duration::from_secs(10));
+        for i in 0..2000u32 {
+            // key-0 is asked 200 times, key-1 100 times, everything else once.
+            let key = match i % 20 {
+                0 | 1 | 2 | 3 | 4 | 5 | 6 | 7 | 8 | 9 => "key-0".to_owned(),
+                10..=14 => "key-1".to_owned(),
+                _ => format!("cold-{i}"),
+            };
+            sketch.record(&key);
+        }
+        let hottest = sketch.hottest();
+        assert!(hottest.len() <= TOP);
+        assert_eq!(hottest[0].0, "key-0");
+        assert_eq!(hottest[1].0, "key-1");
+        assert!(hottest[0].1 > hottest[1].1);
     }
 }

@@ -159,7 +159,9 @@ impl Engine {
                 continue;
             }
             match space.lookup(key) {
-                Lookup::Hit(value) | Lookup::HotHit(value) => results[index] = Some(Ok(value)),
+                Lookup::Hit(value) | Lookup::HotHit(value) | Lookup::Refresh(value) => {
+                    results[index] = Some(Ok(value))
+                }
                 Lookup::NotFound => results[index] = Some(Err(Error::NotFound)),
                 Lookup::Miss => misses.push((index, *key)),
             }

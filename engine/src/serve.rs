@@ -25,9 +25,13 @@ impl Engine {
         let space = self.space(keyspace)?;
         check_key(key)?;
         bump(&space.stats.local().served_to_peers);
-        let rate = space.rates.record(key);
+        let rate = space.rates.estimate(key);
         let value = match space.lookup(key) {
             Lookup::Hit(value) | Lookup::HotHit(value) => value,
+            Lookup::Refresh(value) => {
+                self.refresh(&space, key);
+                value
+            }
             Lookup::NotFound => return Err(Error::NotFound),
             Lookup::Miss => {
                 let timeout = space.current().read_timeout;

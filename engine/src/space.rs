@@ -13,6 +13,7 @@ use crate::error::{Error, Result};
 use crate::flight::Flights;
 use crate::keyspace::{Expiration, KeySpace};
 use crate::metrics::Metrics;
+use crate::protect::{CircuitBreaker, Protection, RateLimit};
 use crate::rate::RateSketch;
 use crate::stats::{KeySpaceStats, Stats, bump};
 use crate::store::{Lookup, Store, Stored};
@@ -27,6 +28,8 @@ pub(crate) struct Defaults {
     pub(crate) write_timeout: Duration,
     /// The hot cache gets `max_bytes / hot_divisor`; 0 means no hot cache.
     pub(crate) hot_divisor: u64,
+    pub(crate) rate_limit: Option<RateLimit>,
+    pub(crate) circuit_breaker: Option<CircuitBreaker>,
 }
 
 /// A definition together with the stores built for it; replaced whole by `update_keyspace`.
@@ -39,6 +42,8 @@ pub(crate) struct Generation {
     pub(crate) hot: Option<Store>,
     pub(crate) read_timeout: Duration,
     pub(crate) write_timeout: Duration,
+    /// Rate limit and breaker in front of the data source.
+    pub(crate) protection: Protection,
 }
 
 /// One live keyspace on this node.
@@ -51,7 +56,8 @@ pub(crate) struct Space {
     /// a peer never waits on its own call to that peer when rings disagree.
     pub(crate) routes: Flights,
     pub(crate) stats: Arc<Stats>,
-    /// Recent request rates of the keys this node serves to peers.
+    /// Recent request rates of the keys asked of this node (its callers' and its peers'), and
+    /// the hottest of them.
     pub(crate) rates: RateSketch,
     pub(crate) metrics: Metrics,
     /// Bumped by every write or invalidation; a hot-cache fill that saw it change stays out.
@@ -97,13 +103,19 @@ impl Space {
             };
         }
         match found {
-            Lookup::Hit(_) => bump(&cells.hits),
+            Lookup::Hit(_) | Lookup::Refresh(_) => bump(&cells.hits),
             Lookup::HotHit(_) => {
                 bump(&cells.hits);
                 bump(&cells.hot_hits);
             }
             Lookup::NotFound => bump(&cells.negative_hits),
-            Lookup::Miss => bump(&cells.misses),
+            Lookup::Miss => {
+                bump(&cells.misses);
+                self.rates.record(key);
+            }
+        }
+        if !matches!(found, Lookup::Miss) {
+            self.rates.record_hit(key);
         }
         found
     }
@@ -226,6 +238,7 @@ impl Space {
             max_bytes: generation.store.max_bytes(),
             hot_entries,
             hot_bytes,
+            breaker: generation.protection.breaker_state(),
             ..self.stats.snapshot()
         }
     }
@@ -239,6 +252,10 @@ impl Generation {
             hot: (hot_bytes > 0).then(|| Store::hot(&def, hot_bytes)),
             read_timeout: def.read_timeout().unwrap_or(defaults.read_timeout),
             write_timeout: def.write_timeout().unwrap_or(defaults.write_timeout),
+            protection: Protection::new(
+                def.rate_limit().or(defaults.rate_limit),
+                def.circuit_breaker().or(defaults.circuit_breaker),
+            ),
             def,
         }
     }

@@ -42,6 +42,18 @@ pub struct KeySpaceStats {
     pub fallback_loads: u64,
     /// Gets served to peers that asked this node as the owner.
     pub served_to_peers: u64,
+    /// Fetches refused by the rate limit.
+    pub rate_limited: u64,
+    /// Fetches refused because the circuit breaker was open.
+    pub circuit_rejections: u64,
+    /// Gets answered with an expired value because reloading failed.
+    pub stale_served: u64,
+    /// Background reloads of values close to expiry (refresh-ahead).
+    pub refreshes: u64,
+    /// Loads answered by the previous owner's copy after a membership change.
+    pub handoffs: u64,
+    /// Keys loaded ahead of demand (warm keys and hot keys) after becoming their owner.
+    pub warmed: u64,
     /// Entries stored now.
     pub entries: u64,
     /// Bytes accounted now: keys, values and the per-entry overhead.
@@ -52,13 +64,15 @@ pub struct KeySpaceStats {
     pub hot_entries: u64,
     /// Bytes in the hot cache now.
     pub hot_bytes: u64,
+    /// The state of the data source's circuit breaker, if the keyspace has one.
+    pub breaker: Option<crate::protect::BreakerState>,
 }
 
 const STRIPES: usize = 8;
 
 /// One stripe of counters, alone on its cache lines.
 #[derive(Debug, Default)]
-#[repr(align(128))]
+#[repr(align(64))]
 pub(crate) struct Cells {
     pub(crate) hits: AtomicU64,
     pub(crate) misses: AtomicU64,
@@ -75,6 +89,12 @@ pub(crate) struct Cells {
     pub(crate) peer_errors: AtomicU64,
     pub(crate) fallback_loads: AtomicU64,
     pub(crate) served_to_peers: AtomicU64,
+    pub(crate) rate_limited: AtomicU64,
+    pub(crate) circuit_rejections: AtomicU64,
+    pub(crate) stale_served: AtomicU64,
+    pub(crate) refreshes: AtomicU64,
+    pub(crate) handoffs: AtomicU64,
+    pub(crate) warmed: AtomicU64,
 }
 
 /// The live counters of one keyspace.
@@ -121,6 +141,12 @@ impl Stats {
             peer_errors: sum(|c| &c.peer_errors),
             fallback_loads: sum(|c| &c.fallback_loads),
             served_to_peers: sum(|c| &c.served_to_peers),
+            rate_limited: sum(|c| &c.rate_limited),
+            circuit_rejections: sum(|c| &c.circuit_rejections),
+            stale_served: sum(|c| &c.stale_served),
+            refreshes: sum(|c| &c.refreshes),
+            handoffs: sum(|c| &c.handoffs),
+            warmed: sum(|c| &c.warmed),
             ..KeySpaceStats::default()
         }
     }

@@ -45,6 +45,8 @@ pub(crate) enum Lookup {
     Hit(Bytes),
     /// A hit in the hot cache (values owned by peers).
     HotHit(Bytes),
+    /// A hit whose value is close to expiry: serve it, and reload it in the background.
+    Refresh(Bytes),
     NotFound,
     Miss,
 }
@@ -54,7 +56,17 @@ pub(crate) fn weight(key_len: usize, value_len: usize) -> u64 {
     key_len as u64 + value_len as u64 + ENTRY_OVERHEAD
 }
 
-struct EntryExpiry;
+/// Moka's expiry of an entry: its lifetime, plus the grace for serving it stale.
+struct EntryExpiry {
+    grace: Duration,
+}
+
+impl EntryExpiry {
+    fn lifetime(&self, value: &Stored) -> Option<Duration> {
+        let grace = if value.value.is_some() { self.grace } else { Duration::ZERO };
+        value.remaining().map(|left| left.saturating_add(grace))
+    }
+}
 
 impl Expiry<String, Stored> for EntryExpiry {
     fn expire_after_create(
@@ -63,7 +75,7 @@ impl Expiry<String, Stored> for EntryExpiry {
         value: &Stored,
         _created_at: std::time::Instant,
     ) -> Option<Duration> {
-        value.remaining()
+        self.lifetime(value)
     }
 
     fn expire_after_update(
@@ -73,7 +85,7 @@ impl Expiry<String, Stored> for EntryExpiry {
         _updated_at: std::time::Instant,
         _duration_until_expiry: Option<Duration>,
     ) -> Option<Duration> {
-        value.remaining()
+        self.lifetime(value)
     }
 }
 
@@ -82,20 +94,35 @@ impl Expiry<String, Stored> for EntryExpiry {
 pub(crate) struct Store {
     cache: Cache<String, Stored>,
     max_bytes: u64,
+    /// Reload values with less than this left (refresh-ahead).
+    refresh: Option<Duration>,
+    /// How long past expiry a value may still be served stale.
+    grace: Duration,
 }
 
 impl Store {
     /// The main store of a keyspace: its whole budget, its eviction policy, counted in `stats`.
     pub(crate) fn main(def: &KeySpace, stats: Arc<Stats>) -> Self {
-        Self::build(def.name(), def.max_bytes(), def.eviction(), Some(stats))
+        let grace = def.stale_for().unwrap_or_default();
+        let mut store =
+            Self::build(def.name(), def.max_bytes(), def.eviction(), grace, Some(stats));
+        store.refresh = def.refresh_ahead();
+        store.grace = grace;
+        store
     }
 
     /// The hot cache of a keyspace: `max_bytes` of values owned by peers, admitted by TinyLFU.
     pub(crate) fn hot(def: &KeySpace, max_bytes: u64) -> Self {
-        Self::build(def.name(), max_bytes, Eviction::TinyLfu, None)
+        Self::build(def.name(), max_bytes, Eviction::TinyLfu, Duration::ZERO, None)
     }
 
-    fn build(name: &str, max_bytes: u64, eviction: Eviction, stats: Option<Arc<Stats>>) -> Self {
+    fn build(
+        name: &str,
+        max_bytes: u64,
+        eviction: Eviction,
+        grace: Duration,
+        stats: Option<Arc<Stats>>,
+    ) -> Self {
         let policy = match eviction {
             Eviction::TinyLfu => EvictionPolicy::tiny_lfu(),
             Eviction::Lru => EvictionPolicy::lru(),
@@ -107,7 +134,7 @@ impl Store {
                 let value_len = stored.value.as_ref().map_or(0, Bytes::len);
                 u32::try_from(weight(key.len(), value_len)).unwrap_or(u32::MAX)
             })
-            .expire_after(EntryExpiry)
+            .expire_after(EntryExpiry { grace })
             .eviction_policy(policy);
         let cache = match stats {
             Some(stats) => builder
@@ -119,17 +146,33 @@ impl Store {
                 .build(),
             None => builder.build(),
         };
-        Store { cache, max_bytes }
+        Store { cache, max_bytes, refresh: None, grace }
     }
 
     pub(crate) fn lookup(&self, key: &str) -> Lookup {
-        match self.cache.get(key) {
-            // Only entries with an expiry pay for reading the clock.
-            Some(stored) if stored.expires_at.is_none_or(|at| Instant::now() < at) => {
-                stored.value.map_or(Lookup::NotFound, Lookup::Hit)
+        let Some(stored) = self.cache.get(key) else { return Lookup::Miss };
+        // Only entries with an expiry pay for reading the clock.
+        let Some(at) = stored.expires_at else {
+            return stored.value.map_or(Lookup::NotFound, Lookup::Hit);
+        };
+        let now = Instant::now();
+        match stored.value {
+            _ if now >= at => Lookup::Miss,
+            None => Lookup::NotFound,
+            Some(value) if self.refresh.is_some_and(|window| at - now <= window) => {
+                Lookup::Refresh(value)
             }
-            _ => Lookup::Miss,
+            Some(value) => Lookup::Hit(value),
         }
+    }
+
+    /// An expired value still within its grace period, to serve when a reload fails.
+    pub(crate) fn stale(&self, key: &str) -> Option<Bytes> {
+        let stored = self.cache.get(key)?;
+        let within_grace = stored
+            .expires_at
+            .is_none_or(|at| at.checked_add(self.grace).is_none_or(|end| Instant::now() < end));
+        stored.value.filter(|_| within_grace)
     }
 
     /// The live entry of `key`, with its expiry.

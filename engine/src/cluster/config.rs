@@ -31,7 +31,73 @@ pub struct ClusterConfig {
     pub(crate) hot_min_rate: f64,
     pub(crate) hot_max_ttl: Duration,
     pub(crate) batching: bool,
+    pub(crate) handoff_window: Duration,
+    pub(crate) warmup_concurrency: usize,
     pub(crate) max_message_bytes: usize,
+    #[cfg(feature = "tls")]
+    pub(crate) tls: Option<PeerTls>,
+}
+
+/// Mutual TLS settings of the peer protocol, as PEM.
+#[cfg(feature = "tls")]
+#[derive(Clone)]
+pub(crate) struct PeerTls {
+    pub(crate) cert_pem: Vec<u8>,
+    pub(crate) key_pem: Vec<u8>,
+    pub(crate) ca_pem: Vec<u8>,
+    pub(crate) server_name: String,
+}
+
+#[cfg(feature = "tls")]
+impl std::fmt::Debug for PeerTls {
+    // The private key stays out of logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerTls").field("server_name", &self.server_name).finish_non_exhaustive()
+    }
+}
+
+#[cfg(feature = "tls")]
+impl PeerTls {
+    /// The server side: this node's identity, and peers must present a certificate the CA signed.
+    pub(crate) fn server(&self) -> tonic::transport::ServerTlsConfig {
+        use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+        ServerTlsConfig::new()
+            .identity(Identity::from_pem(&self.cert_pem, &self.key_pem))
+            .client_ca_root(Certificate::from_pem(&self.ca_pem))
+    }
+
+    /// The client side: trust only the CA, expect `server_name` in the peer's certificate and
+    /// present this node's identity.
+    pub(crate) fn client(&self) -> tonic::transport::ClientTlsConfig {
+        use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+        ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(&self.ca_pem))
+            .identity(Identity::from_pem(&self.cert_pem, &self.key_pem))
+            .domain_name(self.server_name.clone())
+    }
+
+    /// Parses the PEM now, so a bad certificate fails `Engine::start` rather than every call.
+    fn validate(&self) -> Result<()> {
+        let invalid = |side: &str, err: tonic::transport::Error| {
+            let source =
+                std::error::Error::source(&err).map(|s| format!(": {s}")).unwrap_or_default();
+            Error::invalid(format!(
+                "cluster TLS ({side}): {err}{source}: check the certificate, key and CA PEM"
+            ))
+        };
+        tonic::transport::Server::builder()
+            .tls_config(self.server())
+            .map_err(|e| invalid("server", e))?;
+        tonic::transport::Endpoint::from_static("https://peer.invalid")
+            .tls_config(self.client())
+            .map_err(|e| invalid("client", e))?;
+        if self.server_name.is_empty() {
+            return Err(Error::invalid(
+                "cluster TLS server name is empty: name the peers' certificates",
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl ClusterConfig {
@@ -62,7 +128,11 @@ impl ClusterConfig {
             hot_min_rate: 1.0,
             hot_max_ttl: Duration::from_secs(60),
             batching: true,
+            handoff_window: Duration::from_secs(30),
+            warmup_concurrency: 4,
             max_message_bytes: 64 << 20,
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 
@@ -161,13 +231,56 @@ impl ClusterConfig {
         self
     }
 
+    /// For this long after the ring changes, a new owner asks the key's previous owner for its
+    /// copy before loading from the data source (warm handoff; default 30 s, zero disables).
+    pub fn with_handoff_window(mut self, window: Duration) -> Self {
+        self.handoff_window = window;
+        self
+    }
+
+    /// How many keys are warmed at once after this node becomes their owner (default 4).
+    pub fn with_warmup_concurrency(mut self, concurrency: usize) -> Self {
+        self.warmup_concurrency = concurrency.max(1);
+        self
+    }
+
     /// Largest peer message accepted or sent (default 64 MiB).
     pub fn with_max_message_bytes(mut self, bytes: usize) -> Self {
         self.max_message_bytes = bytes;
         self
     }
 
+    /// Mutual TLS between peers: this node serves and calls the peer protocol over TLS with the
+    /// certificate chain `cert_pem` and private key `key_pem`, and accepts only peers whose
+    /// certificate `ca_pem` signed. Peers' certificates must name `server_name` (a DNS name
+    /// in their subject alternative names), which this node checks when it calls them.
+    ///
+    /// Every node of the cluster needs TLS on: a node without it (or with a certificate from
+    /// another CA) can neither call nor answer the others. The PEM is checked by
+    /// [`Engine::start`](crate::Engine::start), which fails with
+    /// [`Error::InvalidArgument`] if it does not parse.
+    #[cfg(feature = "tls")]
+    pub fn with_tls(
+        mut self,
+        cert_pem: impl Into<Vec<u8>>,
+        key_pem: impl Into<Vec<u8>>,
+        ca_pem: impl Into<Vec<u8>>,
+        server_name: impl Into<String>,
+    ) -> Self {
+        self.tls = Some(PeerTls {
+            cert_pem: cert_pem.into(),
+            key_pem: key_pem.into(),
+            ca_pem: ca_pem.into(),
+            server_name: server_name.into(),
+        });
+        self
+    }
+
     pub(crate) fn validate(&self) -> Result<()> {
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &self.tls {
+            tls.validate()?;
+        }
         let positive = [
             ("gossip_interval", self.gossip_interval),
             ("rediscover_interval", self.rediscover_interval),

@@ -28,9 +28,9 @@ pub use config::ClusterConfig;
 pub use membership::PeerInfo;
 pub use ring::{Member, Ring};
 
-use crate::breaker::BreakerState;
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
+use crate::protect::BreakerState;
 use membership::{GossipSettings, Membership, SelfInfo, SelfState};
 use peer::PeerClient;
 
@@ -74,6 +74,12 @@ pub(crate) struct Cluster {
     me: SelfInfo,
     gossip_addr: SocketAddr,
     ring: ArcSwap<Ring>,
+    /// The ring before the last change, and until when new owners may ask its owners first.
+    handoff: ArcSwap<Handoff>,
+    /// The epoch of the current ring, for the warmup that follows each change.
+    ring_changes: tokio::sync::watch::Sender<u64>,
+    /// The hash of this node's keyspace definitions, as last published.
+    keyspaces_hash: ArcSwap<String>,
     peers: ArcSwap<HashMap<Arc<str>, Arc<PeerClient>>>,
     known: ArcSwap<Vec<PeerInfo>>,
     events: broadcast::Sender<ClusterEvent>,
@@ -82,6 +88,13 @@ pub(crate) struct Cluster {
     shutdown: CancellationToken,
     tasks: TaskTracker,
     metrics: Metrics,
+}
+
+/// The ring before the last change, consulted by new owners for a while (warm handoff).
+#[derive(Debug)]
+pub(crate) struct Handoff {
+    ring: Arc<Ring>,
+    until: tokio::time::Instant,
 }
 
 /// Addresses a node bound, before it starts gossiping.
@@ -153,9 +166,16 @@ impl Cluster {
                 .await?;
         let watcher = membership.watch().await;
         let self_state = membership.self_state();
+        let empty = Arc::new(Ring::new(0, Vec::new()));
         let cluster = Arc::new(Cluster {
             gossip_addr: membership.gossip_addr(),
-            ring: ArcSwap::from_pointee(Ring::new(0, Vec::new())),
+            ring: ArcSwap::new(empty.clone()),
+            handoff: ArcSwap::from_pointee(Handoff {
+                ring: empty,
+                until: tokio::time::Instant::now(),
+            }),
+            ring_changes: tokio::sync::watch::channel(0).0,
+            keyspaces_hash: ArcSwap::from_pointee(me.keyspaces_hash.clone()),
             peers: ArcSwap::default(),
             known: ArcSwap::default(),
             events,
@@ -205,6 +225,34 @@ impl Cluster {
         }
     }
 
+    /// The previous owner of `key`, while a recent ring change lets new owners ask it first.
+    pub(crate) fn previous_owner(&self, key: &str) -> Option<Arc<PeerClient>> {
+        let handoff = self.handoff.load();
+        if tokio::time::Instant::now() >= handoff.until {
+            return None;
+        }
+        let owner = handoff.ring.owner(key)?;
+        if *owner.node_id == *self.me.node_id {
+            return None;
+        }
+        self.peers.load().get(&owner.node_id).cloned()
+    }
+
+    /// The ring before the last change and the current one.
+    pub(crate) fn rings(&self) -> (Arc<Ring>, Arc<Ring>) {
+        (self.handoff.load().ring.clone(), self.ring.load_full())
+    }
+
+    /// Changes with every new ring (its epoch).
+    pub(crate) fn ring_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.ring_changes.subscribe()
+    }
+
+    /// Whether `node_id` is this node.
+    pub(crate) fn is_me(&self, node_id: &str) -> bool {
+        node_id == self.me.node_id
+    }
+
     /// Clients for every other member of the ring.
     pub(crate) fn peers(&self) -> Vec<Arc<PeerClient>> {
         self.peers.load().values().cloned().collect()
@@ -248,6 +296,7 @@ impl Cluster {
 
     /// Publishes a new keyspace-definition hash.
     pub(crate) async fn set_keyspaces_hash(&self, hash: &str) {
+        self.keyspaces_hash.store(Arc::new(hash.to_owned()));
         self.self_state.set_keyspaces_hash(hash).await;
     }
 
@@ -293,9 +342,30 @@ impl Cluster {
             self.update_peers(&next);
             self.publish_changes(&ring, &next, &known);
             tracing::info!(epoch = next.epoch(), members = next.members().len(), "ring changed");
+            let until = tokio::time::Instant::now() + self.config.handoff_window;
+            self.handoff.store(Arc::new(Handoff { ring, until }));
+            let epoch = next.epoch();
             self.ring.store(Arc::new(next));
+            self.ring_changes.send_replace(epoch);
         }
+        self.warn_of_drift(&known);
         self.known.store(Arc::new(known));
+    }
+
+    /// Logs peers whose keyspace definitions differ from this node's, when that set changes.
+    fn warn_of_drift(&self, known: &[PeerInfo]) {
+        let ours = self.keyspaces_hash.load();
+        let differs = |peers: &[PeerInfo]| -> Vec<String> {
+            peers
+                .iter()
+                .filter(|p| p.node_id != self.me.node_id && p.keyspaces_hash != **ours)
+                .map(|p| p.node_id.clone())
+                .collect()
+        };
+        let now = differs(known);
+        if !now.is_empty() && now != differs(&self.known.load()) {
+            tracing::warn!(peers = ?now, "peers have keyspace definitions that differ from this node's");
+        }
     }
 
     fn update_peers(&self, ring: &Ring) {

@@ -9,12 +9,12 @@ use tonic::transport::{Channel, Endpoint};
 use tracing::Instrument;
 
 use super::batch::GetBatcher;
-use crate::breaker::{Breaker, BreakerState};
 use crate::cluster::config::ClusterConfig;
 use crate::cluster::ring::Member;
 use crate::cluster::wire;
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
+use crate::protect::{Breaker, BreakerState};
 
 /// A value as its owner returned it.
 #[derive(Debug, Clone)]
@@ -54,7 +54,7 @@ impl PeerClient {
         config: &ClusterConfig,
         metrics: Metrics,
     ) -> Result<std::sync::Arc<Self>> {
-        let endpoint = Endpoint::from_shared(format!("http://{}", member.grpc_addr))
+        let endpoint = Endpoint::from_shared(format!("{}://{}", scheme(config), member.grpc_addr))
             .map_err(|e| Error::invalid(format!("peer address {}: {e}", member.grpc_addr)))?
             .connect_timeout(config.connect_timeout)
             .tcp_nodelay(true)
@@ -62,6 +62,13 @@ impl PeerClient {
             .keep_alive_timeout(Duration::from_secs(5))
             .keep_alive_while_idle(true)
             .http2_adaptive_window(true);
+        #[cfg(feature = "tls")]
+        let endpoint = match &config.tls {
+            Some(tls) => endpoint
+                .tls_config(tls.client())
+                .map_err(|e| Error::invalid(format!("peer TLS for {}: {e}", member.grpc_addr)))?,
+            None => endpoint,
+        };
         let rpc = Rpc::new(endpoint.connect_lazy())
             .max_decoding_message_size(config.max_message_bytes)
             .max_encoding_message_size(config.max_message_bytes);
@@ -114,6 +121,19 @@ impl PeerClient {
             )));
         }
         Ok(response.outcomes.into_iter().map(get_outcome).collect())
+    }
+
+    /// Reads one stored value without loading it (warm handoff).
+    pub(crate) async fn peek(
+        &self,
+        key: pb::KeyRef,
+        timeout: Duration,
+    ) -> Result<Result<RemoteValue>, Unreachable> {
+        let request = pb::PeekRequest { keys: vec![key] };
+        let response =
+            self.call(timeout, |mut rpc, req| async move { rpc.peek(req).await }, request).await?;
+        let outcome = response.outcomes.into_iter().next();
+        outcome.map(get_outcome).ok_or_else(|| Unreachable("the peer answered no outcome".into()))
     }
 
     /// Stores entries at this peer (their owner).
@@ -196,7 +216,12 @@ impl PeerClient {
                 self.member.node_id
             )));
         }
-        let mut probe = ProbeGuard(Some(&self.breaker));
+        let Some(probe) = self.breaker.try_probe() else {
+            return Err(Unreachable(format!(
+                "peer {} is failing (breaker open)",
+                self.member.node_id
+            )));
+        };
         let mut request = tonic::Request::new(request);
         request.set_timeout(timeout);
         let started = tokio::time::Instant::now();
@@ -236,23 +261,14 @@ impl PeerClient {
     }
 }
 
-/// Frees a half-open probe if its call is dropped before reporting.
-struct ProbeGuard<'a>(Option<&'a Breaker>);
-
-impl ProbeGuard<'_> {
-    fn record(&mut self, success: bool) {
-        if let Some(breaker) = self.0.take() {
-            breaker.record(success);
-        }
+/// `https` when the peer protocol runs over TLS.
+fn scheme(config: &ClusterConfig) -> &'static str {
+    #[cfg(feature = "tls")]
+    if config.tls.is_some() {
+        return "https";
     }
-}
-
-impl Drop for ProbeGuard<'_> {
-    fn drop(&mut self) {
-        if let Some(breaker) = self.0.take() {
-            breaker.release();
-        }
-    }
+    let _ = config;
+    "http"
 }
 
 fn get_outcome(outcome: pb::GetOutcome) -> Result<RemoteValue> {

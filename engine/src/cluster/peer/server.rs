@@ -27,14 +27,26 @@ pub(crate) async fn serve(
     shutdown: CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    let service = PeerServer::new(PeerService { engine })
+    let service = PeerServer::new(PeerService { engine: engine.clone() })
         .max_decoding_message_size(max_message_bytes)
         .max_encoding_message_size(max_message_bytes);
-    tonic::transport::Server::builder()
-        .tcp_nodelay(true)
+    let builder = tonic::transport::Server::builder().tcp_nodelay(true);
+    // Mutual TLS when the cluster config asks for it (checked when the engine started).
+    #[cfg(feature = "tls")]
+    let builder = match engine_tls(&engine) {
+        Some(tls) => builder.tls_config(tls)?,
+        None => builder,
+    };
+    let mut server = builder;
+    server
         .add_service(service)
         .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
         .await
+}
+
+#[cfg(feature = "tls")]
+fn engine_tls(engine: &Engine) -> Option<tonic::transport::ServerTlsConfig> {
+    engine.cluster()?.config.tls.as_ref().map(|tls| tls.server())
 }
 
 fn value(value: bytes::Bytes, ttl: Option<Duration>, rate: f64) -> pb::GetOutcome {

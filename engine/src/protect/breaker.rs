@@ -73,6 +73,12 @@ impl Breaker {
         };
     }
 
+    /// Like [`allow`](Self::allow), returning a guard that reports the outcome, or releases the
+    /// half-open slot if it is dropped without one (a cancelled call).
+    pub(crate) fn try_probe(&self) -> Option<Probe<'_>> {
+        self.allow().then_some(Probe(Some(self)))
+    }
+
     /// Releases a half-open probe that ended without telling anything (cancelled).
     pub(crate) fn release(&self) {
         if let State::HalfOpen { probing } = &mut *self.lock() {
@@ -86,6 +92,28 @@ impl Breaker {
             State::Open { until } if Instant::now() >= until => BreakerState::HalfOpen,
             State::Open { .. } => BreakerState::Open,
             State::HalfOpen { .. } => BreakerState::HalfOpen,
+        }
+    }
+}
+
+/// An allowed call: report its outcome with [`Probe::record`]; dropped untold, it releases the
+/// half-open slot without counting.
+#[derive(Debug)]
+pub(crate) struct Probe<'a>(Option<&'a Breaker>);
+
+impl Probe<'_> {
+    /// Reports whether the call succeeded.
+    pub(crate) fn record(mut self, success: bool) {
+        if let Some(breaker) = self.0.take() {
+            breaker.record(success);
+        }
+    }
+}
+
+impl Drop for Probe<'_> {
+    fn drop(&mut self) {
+        if let Some(breaker) = self.0.take() {
+            breaker.release();
         }
     }
 }
