@@ -258,3 +258,98 @@ async fn invalid_protection_settings_are_refused() {
     let err = Engine::start(Config::standalone([zero_stale])).await.unwrap_err();
     assert!(matches!(&err, Error::InvalidArgument(m) if m.contains("stale_for")));
 }
+
+// Across a cluster: refresh-ahead on the owner only, and warm handoff to a new owner.
+
+mod common;
+
+use common::{KEYSPACE, Options, TestCluster, value_of};
+
+/// A cluster of `n` nodes whose keyspace is adjusted by `keyspace`; hot cache off, so every
+/// get of a peer-owned key reaches its owner.
+async fn cluster_with(n: usize, keyspace: fn(KeySpace) -> KeySpace) -> TestCluster {
+    let options = Options { hot_cache: false, source_delay: Duration::ZERO, ..Options::default() };
+    let mut cluster = TestCluster::new(options);
+    for _ in 0..n {
+        cluster
+            .add_node_with(|mut setup| {
+                setup.keyspaces = setup.keyspaces.into_iter().map(keyspace).collect();
+                setup
+            })
+            .await;
+    }
+    cluster.wait_converged().await;
+    cluster
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refresh_ahead_runs_once_per_interval_on_the_owner_only() {
+    let cluster = cluster_with(3, |ks| {
+        ks.with_default_ttl(Duration::from_millis(1500))
+            .with_refresh_ahead(Duration::from_millis(1000))
+    })
+    .await;
+    let key = "refreshed";
+    let owner = cluster.owner_of(key);
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_secs(2) {
+        for node in 0..3 {
+            assert_eq!(cluster.engine(node).get(KEYSPACE, key).await.unwrap(), value_of(key));
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let fetches = cluster.fetches(owner);
+    assert_eq!(cluster.total_fetches(), fetches, "only the owner loads or refreshes");
+    // One load, then at most one refresh per 500 ms of a value's life (+1 for timing slack).
+    assert!((2..=6).contains(&fetches), "{fetches} fetches in 2 s");
+    assert!(cluster.stats(owner).refreshes >= 1);
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_owner_takes_the_previous_owners_copy_instead_of_fetching() {
+    let mut cluster = cluster_with(3, |ks| ks).await;
+    let keys: Vec<String> = (0..300).map(|i| format!("key-{i}")).collect();
+    for key in &keys {
+        assert_eq!(cluster.engine(0).get(KEYSPACE, key).await.unwrap(), value_of(key));
+    }
+    assert_eq!(cluster.total_fetches(), keys.len());
+    let old_ring = cluster.engine(0).ring().unwrap();
+
+    let newcomer = cluster.add_node_with(|setup| setup).await;
+    cluster.wait_converged().await;
+    let moved: Vec<&String> = keys.iter().filter(|k| cluster.owner_of(k) == newcomer).collect();
+    assert!(!moved.is_empty(), "a quarter of the keys move to the newcomer");
+    for key in &moved {
+        assert_eq!(cluster.engine(1).get(KEYSPACE, key).await.unwrap(), value_of(key));
+    }
+    assert_eq!(cluster.fetches(newcomer), 0, "moved keys came from the previous owners");
+    assert_eq!(cluster.total_fetches(), keys.len());
+    // Node 1 answers the keys it owned itself from its own store; the rest were handed off.
+    let from_elsewhere =
+        moved.iter().filter(|k| &*old_ring.owner(k).unwrap().node_id != "node-1").count();
+    assert_eq!(cluster.stats(newcomer).handoffs, from_elsewhere as u64);
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protection_errors_of_the_owner_reach_the_caller_unchanged() {
+    let cluster = cluster_with(2, |ks| {
+        ks.with_rate_limit(RateLimit::per_second(1).with_burst(1))
+            .with_circuit_breaker(CircuitBreaker::new(1, Duration::from_secs(60)))
+    })
+    .await;
+    let keys = cluster.keys_owned_by(1, "limited", 2);
+    assert_eq!(cluster.engine(0).get(KEYSPACE, &keys[0]).await.unwrap(), value_of(&keys[0]));
+    let limited = cluster.engine(0).get(KEYSPACE, &keys[1]).await;
+    assert!(matches!(limited, Err(Error::RateLimited)), "{limited:?}");
+
+    // One failure opens the owner's breaker; the caller sees CircuitOpen, not a local load.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let failing = cluster.keys_owned_by(1, "failing", 2);
+    assert!(matches!(cluster.engine(0).get(KEYSPACE, &failing[0]).await, Err(Error::DataSource(_))));
+    let open = cluster.engine(0).get(KEYSPACE, &failing[1]).await;
+    assert!(matches!(open, Err(Error::CircuitOpen)), "{open:?}");
+    assert_eq!(cluster.fetches(0), 0, "the caller never loaded around its owner");
+    cluster.stop().await;
+}

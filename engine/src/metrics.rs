@@ -11,9 +11,12 @@
 //! | `distcache.fetches`, `.fetch_errors`, `.fetches_deduped` | counter | `keyspace` |
 //! | `distcache.peer_loads`, `.peer_errors`, `.fallback_loads`, `.served_to_peers` | counter | `keyspace` |
 //! | `distcache.evictions`, `.expirations`, `.puts`, `.deletes` | counter | `keyspace` |
+//! | `distcache.rate_limited`, `.circuit_rejections`, `.stale_served` | counter | `keyspace` |
+//! | `distcache.refreshes`, `.handoffs`, `.warmed` | counter | `keyspace` |
 //! | `distcache.entries`, `distcache.bytes`, `distcache.max_bytes` | gauge | `keyspace` |
 //! | `distcache.fetch.duration` | histogram (s) | `keyspace`, `outcome` (`ok`, `not_found`, `error`, `timeout`) |
 //! | `distcache.peer.call.duration` | histogram (s) | `peer`, `outcome` (`ok`, `error`) |
+//! | `distcache.breaker` | gauge (0 closed, 1 half-open, 2 open) | `keyspace` |
 //! | `distcache.peer.breaker` | gauge (0 closed, 1 half-open, 2 open) | `peer` |
 
 use std::sync::Weak;
@@ -41,7 +44,7 @@ pub(crate) struct Metrics {
 
 type Field = fn(&KeySpaceStats) -> u64;
 
-const COUNTERS: [(&str, &str, Field); 19] = [
+const COUNTERS: [(&str, &str, Field); 25] = [
     ("distcache.gets", "gets", |s| s.gets),
     ("distcache.hits", "gets answered from this node's stores", |s| s.hits),
     ("distcache.hot_hits", "gets answered from the hot cache", |s| s.hot_hits),
@@ -62,10 +65,26 @@ const COUNTERS: [(&str, &str, Field); 19] = [
     ("distcache.expirations", "entries expired", |s| s.expirations),
     ("distcache.puts", "values written", |s| s.puts),
     ("distcache.deletes", "keys deleted", |s| s.deletes),
+    ("distcache.rate_limited", "fetches refused by the rate limit", |s| s.rate_limited),
+    ("distcache.circuit_rejections", "fetches refused by an open breaker", |s| {
+        s.circuit_rejections
+    }),
+    ("distcache.stale_served", "gets answered with a stale value", |s| s.stale_served),
+    ("distcache.refreshes", "refresh-ahead reloads", |s| s.refreshes),
+    ("distcache.handoffs", "loads answered by the previous owner", |s| s.handoffs),
+    ("distcache.warmed", "keys loaded ahead of demand", |s| s.warmed),
     ("distcache.entries", "entries stored", |s| s.entries),
     ("distcache.bytes", "bytes accounted", |s| s.bytes),
     ("distcache.max_bytes", "byte budget", |s| s.max_bytes),
 ];
+
+fn breaker_level(state: BreakerState) -> u64 {
+    match state {
+        BreakerState::Closed => 0,
+        BreakerState::HalfOpen => 1,
+        BreakerState::Open => 2,
+    }
+}
 
 impl Metrics {
     /// Creates the instruments of the engine behind `engine` on `meter`.
@@ -96,17 +115,30 @@ impl Metrics {
                     .build();
             }
         }
+        let keyspaces = engine.clone();
+        meter
+            .u64_observable_gauge("distcache.breaker")
+            .with_description(
+                "data-source breaker state per keyspace: 0 closed, 1 half-open, 2 open",
+            )
+            .with_callback(move |observer| {
+                let Some(inner) = keyspaces.upgrade() else { return };
+                let engine = Engine { inner };
+                for keyspace in engine.keyspaces() {
+                    if let Some(state) = engine.stats(&keyspace).ok().and_then(|s| s.breaker) {
+                        observer
+                            .observe(breaker_level(state), &[KeyValue::new("keyspace", keyspace)]);
+                    }
+                }
+            })
+            .build();
         meter
             .u64_observable_gauge("distcache.peer.breaker")
             .with_description("breaker state of calls to each peer: 0 closed, 1 half-open, 2 open")
             .with_callback(move |observer| {
                 let Some(inner) = engine.upgrade() else { return };
                 for peer in (Engine { inner }).peers().into_iter().filter(|p| !p.is_self) {
-                    let state = match peer.breaker {
-                        Some(BreakerState::Open) => 2,
-                        Some(BreakerState::HalfOpen) => 1,
-                        _ => 0,
-                    };
+                    let state = peer.breaker.map_or(0, breaker_level);
                     observer.observe(state, &[KeyValue::new("peer", peer.info.node_id)]);
                 }
             })

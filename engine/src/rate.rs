@@ -169,7 +169,7 @@ mod tests {
         for i in 0..2000u32 {
             // key-0 is asked 200 times, key-1 100 times, everything else once.
             let key = match i % 20 {
-                0 | 1 | 2 | 3 | 4 | 5 | 6 | 7 | 8 | 9 => "key-0".to_owned(),
+                0..=9 => "key-0".to_owned(),
                 10..=14 => "key-1".to_owned(),
                 _ => format!("cold-{i}"),
             };

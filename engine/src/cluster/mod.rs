@@ -94,6 +94,8 @@ pub(crate) struct Cluster {
 #[derive(Debug)]
 pub(crate) struct Handoff {
     ring: Arc<Ring>,
+    /// The current members but this node: who owned its keys before it joined.
+    without_me: Option<Ring>,
     until: tokio::time::Instant,
 }
 
@@ -172,6 +174,7 @@ impl Cluster {
             ring: ArcSwap::new(empty.clone()),
             handoff: ArcSwap::from_pointee(Handoff {
                 ring: empty,
+                without_me: None,
                 until: tokio::time::Instant::now(),
             }),
             ring_changes: tokio::sync::watch::channel(0).0,
@@ -225,17 +228,19 @@ impl Cluster {
         }
     }
 
-    /// The previous owner of `key`, while a recent ring change lets new owners ask it first.
+    /// The previous owner of `key`, while a recent ring change lets new owners ask it first:
+    /// its owner in the ring before the change, or, if that was this node (it just joined),
+    /// its owner among the other members.
     pub(crate) fn previous_owner(&self, key: &str) -> Option<Arc<PeerClient>> {
         let handoff = self.handoff.load();
         if tokio::time::Instant::now() >= handoff.until {
             return None;
         }
-        let owner = handoff.ring.owner(key)?;
-        if *owner.node_id == *self.me.node_id {
-            return None;
+        let mut owner = handoff.ring.owner(key);
+        if owner.is_none_or(|o| *o.node_id == *self.me.node_id) {
+            owner = handoff.without_me.as_ref()?.owner(key);
         }
-        self.peers.load().get(&owner.node_id).cloned()
+        self.peers.load().get(&owner?.node_id).cloned()
     }
 
     /// The ring before the last change and the current one.
@@ -343,7 +348,10 @@ impl Cluster {
             self.publish_changes(&ring, &next, &known);
             tracing::info!(epoch = next.epoch(), members = next.members().len(), "ring changed");
             let until = tokio::time::Instant::now() + self.config.handoff_window;
-            self.handoff.store(Arc::new(Handoff { ring, until }));
+            let others: Vec<Member> =
+                next.members().iter().filter(|m| *m.node_id != *self.me.node_id).cloned().collect();
+            let without_me = (!others.is_empty()).then(|| Ring::new(next.epoch(), others));
+            self.handoff.store(Arc::new(Handoff { ring, without_me, until }));
             let epoch = next.epoch();
             self.ring.store(Arc::new(next));
             self.ring_changes.send_replace(epoch);
