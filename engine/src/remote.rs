@@ -313,33 +313,42 @@ impl Engine {
 
     /// Tells every peer to remove keyspaces (errors are logged: they may not have them).
     pub(crate) async fn broadcast_keyspace_deletion(&self, names: &[&str]) {
-        let Some(cluster) = self.cluster() else { return };
         let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
-        let timeout = crate::config::Config::DEFAULT_WRITE_TIMEOUT;
-        let calls = cluster.peers().into_iter().map(|peer| {
+        self.broadcast("delete keyspaces", |peer, timeout| {
             let names = names.clone();
-            async move {
-                match peer.delete_keyspaces(names, timeout).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(err)) => tracing::warn!(peer = %peer.member().node_id, %err, "peer did not delete keyspaces"),
-                    Err(err) => tracing::warn!(peer = %peer.member().node_id, err = %err.0, "keyspace deletion not delivered"),
-                }
-            }
-        });
-        join_all(calls).await;
+            async move { peer.delete_keyspaces(names, timeout).await }
+        })
+        .await;
     }
 
     /// Sends new keyspace settings to every peer.
     pub(crate) async fn broadcast_keyspace_update(&self, settings: pb::KeySpaceSettings) {
+        self.broadcast("update keyspace", |peer, timeout| {
+            let settings = settings.clone();
+            async move { peer.update_keyspace(settings, timeout).await }
+        })
+        .await;
+    }
+
+    /// Makes `call` to every peer at once, logging what failed (a peer that lacks the keyspace,
+    /// or one that cannot be reached, must not fail the change here).
+    async fn broadcast<F, Fut>(&self, what: &'static str, call: F)
+    where
+        F: Fn(Arc<PeerClient>, std::time::Duration) -> Fut,
+        Fut: std::future::Future<Output = Result<Result<()>, Unreachable>>,
+    {
         let Some(cluster) = self.cluster() else { return };
         let timeout = crate::config::Config::DEFAULT_WRITE_TIMEOUT;
         let calls = cluster.peers().into_iter().map(|peer| {
-            let settings = settings.clone();
+            let node = peer.member().node_id.clone();
+            let call = call(peer, timeout);
             async move {
-                match peer.update_keyspace(settings, timeout).await {
+                match call.await {
                     Ok(Ok(())) => {}
-                    Ok(Err(err)) => tracing::warn!(peer = %peer.member().node_id, %err, "peer did not apply keyspace settings"),
-                    Err(err) => tracing::warn!(peer = %peer.member().node_id, err = %err.0, "keyspace update not delivered"),
+                    Ok(Err(err)) => tracing::warn!(peer = %node, %err, "peer refused to {what}"),
+                    Err(err) => {
+                        tracing::warn!(peer = %node, err = %err.0, "could not {what} on peer")
+                    }
                 }
             }
         });
