@@ -347,7 +347,10 @@ async fn protection_errors_of_the_owner_reach_the_caller_unchanged() {
     // One failure opens the owner's breaker; the caller sees CircuitOpen, not a local load.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let failing = cluster.keys_owned_by(1, "failing", 2);
-    assert!(matches!(cluster.engine(0).get(KEYSPACE, &failing[0]).await, Err(Error::DataSource(_))));
+    assert!(matches!(
+        cluster.engine(0).get(KEYSPACE, &failing[0]).await,
+        Err(Error::DataSource(_))
+    ));
     let open = cluster.engine(0).get(KEYSPACE, &failing[1]).await;
     assert!(matches!(open, Err(Error::CircuitOpen)), "{open:?}");
     assert_eq!(cluster.fetches(0), 0, "the caller never loaded around its owner");
