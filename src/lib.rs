@@ -2,7 +2,8 @@
 //!
 //! Declare [`KeySpace`]s backed by your [`DataSource`], start an [`Engine`] and call
 //! [`Engine::get`]. This crate is the facade: it re-exports the engine
-//! ([`distcache_engine`]), peer discovery ([`discovery`]) and the admin server ([`admin`]).
+//! ([`distcache_engine`]), peer discovery ([`discovery`]) and the admin server ([`admin`]),
+//! and holds the node the `distcache` binary runs ([`node`], feature `node`, on by default).
 //!
 //! ```
 //! use bytes::Bytes;
@@ -24,6 +25,9 @@ pub use distcache_discovery as discovery;
 
 /// The admin HTTP server.
 pub use distcache_admin as admin;
+
+#[cfg(feature = "node")]
+pub mod node;
 
 /// The README's examples, compiled as doc tests.
 #[cfg(doctest)]

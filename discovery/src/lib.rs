@@ -2,17 +2,49 @@
 //!
 //! A [`Discovery`] provider only finds seed addresses (the gossip addresses of other nodes);
 //! membership and failure detection are the engine's gossip layer's job. The engine asks the
-//! provider again on an interval, so a provider that learns of new nodes later (or a split
-//! cluster whose halves reappear) is picked up without a restart.
+//! provider again on an interval, and at once when a provider that learns of changes as they
+//! happen signals [`Discovery::changes`], so nodes that appear later (or the other half of a
+//! split cluster) are picked up without a restart.
 //!
-//! Providers: [`StaticDiscovery`] (a fixed list) and [`Standalone`] (no peers).
+//! Providers, one module each:
+//! - `static`: [`StaticDiscovery`], a fixed list of seeds;
+//! - `standalone`: [`Standalone`], no peers at all;
+//! - `dns` (feature `dns`): [`DnsDiscovery`], A/AAAA or SRV records of a name, such as a
+//!   Kubernetes headless Service;
+//! - `kubernetes` (feature `kubernetes`): [`KubernetesDiscovery`], a watch on the
+//!   EndpointSlices of a Service;
+//! - `nats` (feature `nats`): [`NatsDiscovery`], nodes announce themselves on a NATS subject.
+//!
+//! Every provider keeps the same contract (see [`Discovery`]), checked by one conformance
+//! suite that runs against all of them: `testsuite` (feature `testsuite`), which also holds the
+//! in-process backends the tests run against.
+
+#[cfg(feature = "dns")]
+mod dns;
+#[cfg(feature = "kubernetes")]
+mod kubernetes;
+#[cfg(feature = "nats")]
+mod nats;
+mod standalone;
+mod r#static;
+#[cfg(feature = "testsuite")]
+pub mod testsuite;
 
 use std::fmt::Debug;
 
 use async_trait::async_trait;
 
+#[cfg(feature = "dns")]
+pub use dns::{DnsConfig, DnsDiscovery, DnsRecords};
+#[cfg(feature = "kubernetes")]
+pub use kubernetes::{KubernetesConfig, KubernetesDiscovery};
+#[cfg(feature = "nats")]
+pub use nats::{NatsConfig, NatsDiscovery};
+pub use standalone::Standalone;
+pub use r#static::StaticDiscovery;
+
 /// Why discovery failed; the engine logs it and asks again on the next interval.
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum DiscoveryError {
     /// The provider is misconfigured; the message names the setting.
@@ -22,9 +54,23 @@ pub enum DiscoveryError {
     /// with an error.
     #[error("discovery backend failed: {0}")]
     Backend(String),
+    /// [`Discovery::shutdown`] was called: the provider finds nobody any more.
+    #[error("discovery was shut down")]
+    Shutdown,
 }
 
 /// Finds the gossip addresses of other nodes in the cluster.
+///
+/// The contract every provider keeps (and the conformance suite checks):
+/// - [`discover`](Self::discover) answers the peers the backend lists now, sorted and without
+///   duplicates; `Ok` with an empty list means the backend answered and lists nobody.
+/// - A backend that cannot be reached, answers with an error, or is misconfigured is an `Err`,
+///   never an empty `Ok`: the engine then keeps gossiping with the peers it has.
+/// - Peers added to or removed from the backend show up in later answers; a provider that
+///   learns of changes as they happen also signals [`changes`](Self::changes).
+/// - After [`shutdown`](Self::shutdown) no background task of the provider is left,
+///   [`discover`](Self::discover) returns [`DiscoveryError::Shutdown`] and the
+///   [`changes`](Self::changes) channel is closed.
 #[async_trait]
 pub trait Discovery: Send + Sync + Debug + 'static {
     /// The current seed addresses, as `host:port` (hostnames are resolved by the gossip layer).
@@ -34,74 +80,28 @@ pub trait Discovery: Send + Sync + Debug + 'static {
 
     /// A signal that the peer set may have changed, for providers that learn of changes as they
     /// happen (watches, subscriptions): the engine calls [`discover`](Self::discover) at once
-    /// when the value changes, instead of waiting for its re-discovery interval. The default,
+    /// when the value changes, instead of waiting for its re-discovery interval. The value only
+    /// changes after the new peer set is what [`discover`](Self::discover) answers. The default,
     /// `None`, means the provider is only polled.
     fn changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
         None
     }
 
-    /// Releases what the provider holds (connections, watches). Called once when the engine
-    /// stops; the default does nothing.
+    /// Releases what the provider holds (connections, watches, background tasks) and waits
+    /// until they are gone. Called once when the engine stops; calling it again does nothing.
+    /// The default does nothing.
     async fn shutdown(&self) {}
 }
 
-/// A fixed list of seed addresses.
-#[derive(Debug, Clone)]
-pub struct StaticDiscovery {
-    seeds: Vec<String>,
+/// Whether `seed` is `host:port` with a non-empty host and a non-zero port.
+fn is_host_port(seed: &str) -> bool {
+    seed.rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0))
 }
 
-impl StaticDiscovery {
-    /// Seeds from `host:port` strings; they are checked when discovery runs.
-    pub fn new<S: Into<String>>(seeds: impl IntoIterator<Item = S>) -> Self {
-        StaticDiscovery { seeds: seeds.into_iter().map(Into::into).collect() }
-    }
-}
-
-#[async_trait]
-impl Discovery for StaticDiscovery {
-    async fn discover(&self) -> Result<Vec<String>, DiscoveryError> {
-        for seed in &self.seeds {
-            let valid = seed.rsplit_once(':').is_some_and(|(host, port)| {
-                !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0)
-            });
-            if !valid {
-                return Err(DiscoveryError::Config(format!(
-                    "static seed `{seed}` is not host:port with a non-zero port"
-                )));
-            }
-        }
-        Ok(self.seeds.clone())
-    }
-}
-
-/// No peers: the node is a cluster of one.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Standalone;
-
-#[async_trait]
-impl Discovery for Standalone {
-    async fn discover(&self) -> Result<Vec<String>, DiscoveryError> {
-        Ok(Vec::new())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn static_returns_its_seeds_and_rejects_bad_ones() {
-        let seeds = StaticDiscovery::new(["10.0.0.1:7946", "node-2.cache:7946"]);
-        assert_eq!(seeds.discover().await.unwrap(), ["10.0.0.1:7946", "node-2.cache:7946"]);
-        for bad in ["10.0.0.1", ":7946", "host:0", "host:port"] {
-            let err = StaticDiscovery::new([bad]).discover().await.unwrap_err();
-            assert!(matches!(err, DiscoveryError::Config(msg) if msg.contains(bad)));
-        }
-    }
-
-    #[tokio::test]
-    async fn standalone_finds_nobody() {
-        assert!(Standalone.discover().await.unwrap().is_empty());
-    }
+/// Sorts and deduplicates discovered addresses, as [`Discovery::discover`] promises.
+fn normalized(mut peers: Vec<String>) -> Vec<String> {
+    peers.sort();
+    peers.dedup();
+    peers
 }
