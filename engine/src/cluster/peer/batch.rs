@@ -2,13 +2,16 @@
 //!
 //! No timer: a batch leaves as soon as a call slot is free, carrying whatever queued up while
 //! the previous calls were out. With [`IN_FLIGHT`] calls out at once, a lone get goes straight
-//! out and a busy peer gets few large calls instead of many small ones.
+//! out from its caller's task (no hop through the batching task) and a busy peer gets few large
+//! calls instead of many small ones.
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use distcache_proto::v1 as pb;
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::client::{PeerClient, RemoteValue, Unreachable};
@@ -31,14 +34,28 @@ struct Pending {
 #[derive(Debug)]
 pub(crate) struct GetBatcher {
     queue: mpsc::UnboundedSender<Pending>,
+    /// Call slots, shared by the batching loop and callers that go straight out.
+    slots: Arc<Semaphore>,
+    /// Gets queued and not yet taken into a batch.
+    queued: Arc<AtomicUsize>,
 }
 
 impl GetBatcher {
     /// Starts the batching loop; it ends when the peer client is dropped.
     pub(crate) fn spawn(client: Weak<PeerClient>) -> Self {
         let (queue, pending) = mpsc::unbounded_channel();
-        tokio::spawn(run(client, pending));
-        GetBatcher { queue }
+        let slots = Arc::new(Semaphore::new(IN_FLIGHT));
+        let queued = Arc::new(AtomicUsize::new(0));
+        tokio::spawn(run(client, pending, slots.clone(), queued.clone()));
+        GetBatcher { queue, slots, queued }
+    }
+
+    /// A call slot for a get that may go straight out: nothing is queued and a slot is free.
+    pub(crate) fn direct_slot(&self) -> Option<OwnedSemaphorePermit> {
+        if self.queued.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        self.slots.clone().try_acquire_owned().ok()
     }
 
     /// Queues a get and waits for its outcome.
@@ -49,13 +66,21 @@ impl GetBatcher {
     ) -> Result<Result<RemoteValue>, Unreachable> {
         let (reply, outcome) = oneshot::channel();
         let pending = Pending { key, deadline: Instant::now() + timeout, reply };
-        self.queue.send(pending).map_err(|_| Unreachable("the peer client is closed".into()))?;
+        self.queued.fetch_add(1, Ordering::AcqRel);
+        if self.queue.send(pending).is_err() {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+            return Err(Unreachable("the peer client is closed".into()));
+        }
         outcome.await.map_err(|_| Unreachable("the batched call was dropped".into()))?
     }
 }
 
-async fn run(client: Weak<PeerClient>, mut pending: mpsc::UnboundedReceiver<Pending>) {
-    let slots = Arc::new(Semaphore::new(IN_FLIGHT));
+async fn run(
+    client: Weak<PeerClient>,
+    mut pending: mpsc::UnboundedReceiver<Pending>,
+    slots: Arc<Semaphore>,
+    queued: Arc<AtomicUsize>,
+) {
     loop {
         let Ok(slot) = slots.clone().acquire_owned().await else { return };
         let Some(first) = pending.recv().await else { return };
@@ -66,6 +91,7 @@ async fn run(client: Weak<PeerClient>, mut pending: mpsc::UnboundedReceiver<Pend
                 Err(_) => break,
             }
         }
+        queued.fetch_sub(batch.len(), Ordering::AcqRel);
         let Some(client) = client.upgrade() else { return };
         tokio::spawn(async move {
             send(&client, batch).await;

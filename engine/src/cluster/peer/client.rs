@@ -97,7 +97,10 @@ impl PeerClient {
         timeout: Duration,
     ) -> Result<Result<RemoteValue>, Unreachable> {
         let mut outcomes = match &self.batcher {
-            Some(batcher) => return batcher.get(key, timeout).await,
+            Some(batcher) => match batcher.direct_slot() {
+                Some(_slot) => self.get_many(vec![key], timeout).await?,
+                None => return batcher.get(key, timeout).await,
+            },
             None => self.get_many(vec![key], timeout).await?,
         };
         outcomes.pop().ok_or_else(|| Unreachable("the peer answered no outcome".into()))
