@@ -18,6 +18,7 @@
 //! | `GET /metrics` | 200 | Prometheus text, `text/plain; version=0.0.4` (404 `metrics_not_configured` without a registry) |
 //! | `GET /v1/keyspaces` | 200 | `[`[`KeySpaceView`]`]`, sorted by name |
 //! | `GET /v1/keyspaces/{name}` | 200 or 404 | [`KeySpaceView`], or [`ErrorView`] `keyspace_not_found` |
+//! | `GET /v1/keyspaces/{name}/hot-keys` | 200 or 404 | `[`[`HotKeyView`]`]`, hottest first (at most 32) |
 //! | `GET /v1/peers` | 200 | `[`[`PeerView`]`]` sorted by node id, this node included (`[]` standalone) |
 //! | `GET /v1/ring` | 200 | [`RingView`] (`null` standalone) |
 //! | `GET /`, `GET /dashboard` | 200 | the dashboard (HTML; its assets under `/assets/`) |
@@ -75,6 +76,6 @@ pub use server::{Admin, router, serve};
 #[cfg(feature = "otlp")]
 pub use traces::Traces;
 pub use views::{
-    BreakerView, CircuitBreakerView, ErrorView, EvictionView, KeySpaceView, NotReady, PeerState,
-    PeerView, RateLimitView, ReadinessView, RingMemberView, RingView, StatsView,
+    BreakerView, CircuitBreakerView, ErrorView, EvictionView, HotKeyView, KeySpaceView, NotReady,
+    PeerState, PeerView, RateLimitView, ReadinessView, RingMemberView, RingView, StatsView,
 };

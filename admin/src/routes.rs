@@ -6,7 +6,9 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use distcache_engine::{Engine, Error};
 
-use crate::views::{ErrorView, KeySpaceView, NotReady, PeerView, ReadinessView, RingView};
+use crate::views::{
+    ErrorView, HotKeyView, KeySpaceView, NotReady, PeerView, ReadinessView, RingView,
+};
 
 /// `GET /healthz`: the process serves HTTP.
 pub(crate) async fn healthz() -> &'static str {
@@ -56,6 +58,15 @@ pub(crate) async fn show_keyspace(
     Path(name): Path<String>,
 ) -> Result<Json<KeySpaceView>, ApiError> {
     Ok(Json(view(&engine, &name)?))
+}
+
+/// `GET /v1/keyspaces/{name}/hot-keys`.
+pub(crate) async fn hot_keys(
+    State(engine): State<Engine>,
+    Path(name): Path<String>,
+) -> Result<Json<Vec<HotKeyView>>, ApiError> {
+    let hottest = engine.hot_keys(&name)?;
+    Ok(Json(hottest.into_iter().map(|(key, rate)| HotKeyView { key, rate }).collect()))
 }
 
 fn view(engine: &Engine, name: &str) -> Result<KeySpaceView, Error> {

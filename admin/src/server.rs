@@ -56,6 +56,7 @@ impl Admin {
             .route("/readyz", get(routes::readyz))
             .route("/v1/keyspaces", get(routes::list_keyspaces))
             .route("/v1/keyspaces/{name}", get(routes::show_keyspace))
+            .route("/v1/keyspaces/{name}/hot-keys", get(routes::hot_keys))
             .route("/v1/peers", get(routes::list_peers))
             .route("/v1/ring", get(routes::show_ring))
             .with_state(self.engine)

@@ -12,6 +12,15 @@ use distcache_engine::{
 };
 use serde::{Deserialize, Serialize};
 
+/// One of a keyspace's hottest keys on this node (`GET /v1/keyspaces/{name}/hot-keys`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HotKeyView {
+    /// The key.
+    pub key: String,
+    /// Its recent request rate on this node, in requests per second (a decaying estimate).
+    pub rate: f64,
+}
+
 /// A keyspace: its settings on this node and its stats (`GET /v1/keyspaces[/{name}]`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct KeySpaceView {

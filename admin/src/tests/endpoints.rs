@@ -153,3 +153,22 @@ async fn dashboard_and_its_assets_are_served() {
     }
     engine.stop().await;
 }
+
+#[tokio::test]
+async fn hot_keys_list_the_hottest_first() {
+    let engine = standalone(|c| c).await;
+    for i in 0..300 {
+        let key = if i % 2 == 0 { "hot".to_owned() } else { format!("cold-{i}") };
+        engine.get("users", &key).await.unwrap();
+    }
+    let admin = router(engine.clone());
+    let hot = call(&admin, "/v1/keyspaces/users/hot-keys").await;
+    assert_eq!(hot.status, StatusCode::OK);
+    let list: Vec<crate::HotKeyView> = serde_json::from_value(hot.json()).unwrap();
+    assert!(!list.is_empty() && list.len() <= 32);
+    assert_eq!(list[0].key, "hot");
+    assert!(list[0].rate > list.last().unwrap().rate || list.len() == 1);
+    let unknown = call(&admin, "/v1/keyspaces/nope/hot-keys").await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+    engine.stop().await;
+}
