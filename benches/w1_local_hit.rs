@@ -143,6 +143,9 @@ fn main() -> anyhow::Result<()> {
 
 /// Seconds per run: `--secs N` (or `--secs=N`), else `W1_SECS`, else 5. Other arguments (cargo
 /// passes `--bench`) are ignored.
+/// Seconds per run when built as a test (`cargo test --all-targets`): just proves it works.
+const SMOKE_SECS: f64 = 0.05;
+
 fn run_secs() -> anyhow::Result<f64> {
     let args: Vec<String> = std::env::args().collect();
     let flag = args.iter().enumerate().find_map(|(i, arg)| match arg.strip_prefix("--secs") {
@@ -151,7 +154,8 @@ fn run_secs() -> anyhow::Result<f64> {
         None => None,
     });
     let Some(text) = flag.or_else(|| std::env::var("W1_SECS").ok()) else {
-        return Ok(DEFAULT_SECS);
+        // `cargo bench` passes `--bench`; under `cargo test` this is only a smoke run.
+        return Ok(if args.iter().any(|a| a == "--bench") { DEFAULT_SECS } else { SMOKE_SECS });
     };
     let secs: f64 = text.parse().with_context(|| format!("--secs/W1_SECS `{text}`"))?;
     ensure!(secs > 0.0 && secs.is_finite(), "--secs/W1_SECS must be a positive number of seconds");
