@@ -5,7 +5,7 @@
 //! coldest of them. No map grows with the key space and nothing scans it.
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
@@ -24,7 +24,10 @@ const HIT_SAMPLE: u32 = 16;
 pub(crate) struct RateSketch {
     counts: Box<[AtomicU32]>,
     window: Duration,
-    last_decay: Mutex<Instant>,
+    /// When the sketch was made; decays are counted in windows since then.
+    start: Instant,
+    /// How many windows have been decayed (read on every record, written once a window).
+    decayed: AtomicU64,
     top: Mutex<Vec<(String, u32)>>,
     /// The coldest count in a full top list (0 until it fills): the bar a key must clear.
     floor: AtomicU32,
@@ -35,7 +38,8 @@ impl RateSketch {
         RateSketch {
             counts: (0..DEPTH * WIDTH).map(|_| AtomicU32::new(0)).collect(),
             window,
-            last_decay: Mutex::new(Instant::now()),
+            start: Instant::now(),
+            decayed: AtomicU64::new(0),
             top: Mutex::new(Vec::with_capacity(TOP + 1)),
             floor: AtomicU32::new(0),
         }
@@ -97,7 +101,13 @@ impl RateSketch {
     }
 
     fn promote(&self, key: &str, count: u32) {
-        let mut top = self.top.lock().unwrap_or_else(PoisonError::into_inner);
+        // Under contention a sample may skip the list: it is an estimate, and the hit path must
+        // never wait here.
+        let mut top = match self.top.try_lock() {
+            Ok(top) => top,
+            Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return,
+        };
         match top.iter_mut().find(|(k, _)| k == key) {
             Some(entry) => entry.1 = entry.1.max(count),
             None => top.push((key.to_owned(), count)),
@@ -124,12 +134,12 @@ impl RateSketch {
     }
 
     fn decay_if_due(&self) {
-        let Ok(mut last) = self.last_decay.try_lock() else { return };
-        let now = Instant::now();
-        if now.duration_since(*last) < self.window {
+        let due = (self.start.elapsed().as_nanos() / self.window.as_nanos().max(1)) as u64;
+        let done = self.decayed.load(Relaxed);
+        // One caller wins the window's decay; everyone else only read an atomic.
+        if due <= done || self.decayed.compare_exchange(done, due, Relaxed, Relaxed).is_err() {
             return;
         }
-        *last = now;
         for count in self.counts.iter() {
             // Racing increments may be halved or not; an estimate tolerates that.
             let _ = count.fetch_update(Relaxed, Relaxed, |c| Some(c / 2));
