@@ -225,7 +225,7 @@ async fn warm_keys_are_loaded_at_start() {
 async fn hot_keys_are_tracked_hottest_first() {
     let source = Arc::new(Switch::default());
     let engine = engine_with(&source, |ks| ks).await;
-    for i in 0..400 {
+    for i in 0..6000 {
         let key = if i % 2 == 0 {
             "hot".to_owned()
         } else if i % 3 == 0 {

@@ -17,7 +17,7 @@ const WIDTH: usize = 4096;
 /// How many hottest keys are kept.
 pub(crate) const TOP: usize = 32;
 /// One hit in this many is sampled (with this weight), so hits stay cheap.
-const HIT_SAMPLE: u32 = 16;
+const HIT_SAMPLE: u32 = 128;
 
 /// Estimates how often each key was asked for lately, and which keys are hottest.
 #[derive(Debug)]

@@ -157,7 +157,7 @@ async fn dashboard_and_its_assets_are_served() {
 #[tokio::test]
 async fn hot_keys_list_the_hottest_first() {
     let engine = standalone(|c| c).await;
-    for i in 0..300 {
+    for i in 0..6000 {
         let key = if i % 2 == 0 { "hot".to_owned() } else { format!("cold-{i}") };
         engine.get("users", &key).await.unwrap();
     }
