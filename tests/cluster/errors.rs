@@ -1,0 +1,107 @@
+//! Errors that cross the wire, and malformed peer messages.
+
+use super::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn error_variants_survive_the_wire() {
+    let owner_timeout = Duration::from_millis(400);
+    let mut cluster =
+        TestCluster::new(Options { read_timeout: owner_timeout, ..Options::default() });
+    // The caller waits longer than the owner, so the owner's timeout is what crosses the wire;
+    // and it has a keyspace its peers lack.
+    cluster
+        .add_node_with(|mut node| {
+            node.keyspaces[0] = node.keyspaces[0].clone().with_read_timeout(owner_timeout * 4);
+            node.keyspaces.push(KeySpace::new("only-on-0", 1 << 20, node.source.clone()));
+            node
+        })
+        .await;
+    cluster.add_node().await;
+    cluster.wait_converged().await;
+    let (caller, owner) = (0, 1);
+    let remote = |prefix: &str| cluster.key_owned_by(owner, prefix);
+
+    // Each error as the owner gives it locally, and as the caller gets it over the wire.
+    let local = cluster.engine(owner).get(KEYSPACE, &remote("missing-local")).await;
+    let wire = cluster.engine(caller).get(KEYSPACE, &remote("missing")).await;
+    assert!(matches!(local, Err(Error::NotFound)), "{local:?}");
+    assert!(matches!(wire, Err(Error::NotFound)), "{wire:?}");
+
+    let local = cluster.engine(owner).get(KEYSPACE, &remote("failing-local")).await;
+    let wire = cluster.engine(caller).get(KEYSPACE, &remote("failing")).await;
+    assert!(
+        matches!(&local, Err(Error::DataSource(e)) if e.to_string().contains("the database is down"))
+    );
+    assert!(
+        matches!(&wire, Err(Error::DataSource(e)) if e.to_string().contains("the database is down")),
+        "{wire:?}"
+    );
+
+    let key = cluster.key_owned_by(owner, "elsewhere");
+    let local = cluster.engine(owner).get("only-on-0", &key).await;
+    let wire = cluster.engine(caller).get("only-on-0", &key).await;
+    assert!(matches!(&local, Err(Error::KeySpaceNotFound(name)) if name == "only-on-0"));
+    assert!(matches!(&wire, Err(Error::KeySpaceNotFound(name)) if name == "only-on-0"), "{wire:?}");
+    assert_eq!(cluster.stats(caller).fallback_loads, 0, "a refusal is final, not retried here");
+
+    let local = cluster.engine(owner).get(KEYSPACE, &remote("slow-local")).await;
+    let wire = cluster.engine(caller).get(KEYSPACE, &remote("slow")).await;
+    assert!(matches!(local, Err(Error::Timeout(after)) if after == owner_timeout), "{local:?}");
+    assert!(matches!(wire, Err(Error::Timeout(after)) if after == owner_timeout), "{wire:?}");
+
+    assert_eq!(cluster.fetches(caller), 0, "the caller never loaded an owner's key itself");
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_or_oversized_peer_messages_get_an_error_not_a_panic() {
+    let options =
+        Options { configure: |config| config.with_max_message_bytes(1024), ..Options::default() };
+    let cluster = TestCluster::start_with(2, options).await;
+    let node = 0;
+    let mut client = peer_client(&cluster, node).await;
+
+    // Bigger than the node accepts.
+    let huge = "k".repeat(4096);
+    let status = raw_get(&mut client, vec![key_ref(KEYSPACE, &huge)]).await.unwrap_err();
+    assert!(
+        matches!(status.code(), tonic::Code::OutOfRange | tonic::Code::ResourceExhausted),
+        "{status:?}"
+    );
+
+    // Not protobuf: a length-delimited field longer than the message.
+    let garbage = vec![0x0a, 0xff, 0xff, 0xff, 0x0f, 1, 2, 3];
+    let status = send_raw(channel(&cluster, node).await, "/distcache.peer.v1.Peer/Get", garbage);
+    let status = status.await;
+    assert_eq!(status.code(), tonic::Code::Internal, "{status:?}");
+    assert!(status.message().contains("decode"), "{status:?}");
+
+    // Not even HTTP/2: the node hangs up.
+    let addr = cluster.engine(node).peer_addr().unwrap();
+    let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
+    socket.write_all(b"\x16\x03\x01\x00garbage that is not a preface\r\n\r\n").await.unwrap();
+    let mut sink = Vec::new();
+    let closed = timeout(WITHIN, socket.read_to_end(&mut sink)).await;
+    assert!(closed.is_ok(), "the connection was closed");
+
+    // Well-formed requests for keys that cannot be served fail per key, in the body.
+    let keys = vec![
+        key_ref(KEYSPACE, ""),
+        key_ref("no-such-keyspace", "k"),
+        key_ref(KEYSPACE, "fine"),
+        key_ref(KEYSPACE, "missing-k"),
+    ];
+    let outcomes = raw_get(&mut client, keys).await.unwrap();
+    let codes: Vec<Option<Code>> = outcomes.iter().map(code).collect();
+    assert_eq!(
+        codes,
+        [Some(Code::InvalidArgument), Some(Code::KeyspaceNotFound), None, Some(Code::NotFound)]
+    );
+
+    // The node still serves, raw clients and peers alike.
+    let outcomes = raw_get(&mut client, vec![key_ref(KEYSPACE, "after")]).await.unwrap();
+    assert!(matches!(&outcomes[0], Outcome::Value(v) if v.value == value_of("after")));
+    let key = cluster.key_owned_by(node, "peer-after");
+    assert_eq!(cluster.engine(1).get(KEYSPACE, &key).await.unwrap(), value_of(&key));
+    cluster.stop().await;
+}
