@@ -99,9 +99,9 @@ impl Engine {
                 engine.spawn_load(warmer.warm_on_ring_changes());
             }
             None => {
-                // Standalone, this node owns every key: warm them all now.
+                // Standalone, this node owns every key: load the warm keys now.
                 let warmer = engine.clone();
-                engine.spawn_load(async move { warmer.warm(&|_| true, 4).await });
+                engine.spawn_load(async move { warmer.warm(&|_| true, 4, false).await });
             }
         }
         Ok(engine)

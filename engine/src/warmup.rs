@@ -27,15 +27,21 @@ impl Engine {
                     |ring: &Ring| ring.owner(key).is_some_and(|m| cluster.is_me(&m.node_id));
                 is_mine(&after) && !is_mine(&before)
             };
-            self.warm(&owned_now, cluster.config.warmup_concurrency).await;
+            self.warm(&owned_now, cluster.config.warmup_concurrency, true).await;
         }
     }
 
-    /// Loads every keyspace's candidates that `take` selects, `concurrency` at a time.
-    pub(crate) async fn warm(&self, take: &(dyn Fn(&str) -> bool + Sync), concurrency: usize) {
+    /// Loads every keyspace's warm keys (and, with `hot`, its observed hot keys) that `take`
+    /// selects, `concurrency` at a time.
+    pub(crate) async fn warm(
+        &self,
+        take: &(dyn Fn(&str) -> bool + Sync),
+        concurrency: usize,
+        hot: bool,
+    ) {
         for name in self.keyspaces() {
             let Ok(space) = self.space(&name) else { continue };
-            let keys = candidates(&space).into_iter().filter(|key| take(key));
+            let keys = candidates(&space, hot).into_iter().filter(|key| take(key));
             futures::stream::iter(keys)
                 .for_each_concurrent(concurrency, |key| {
                     let space = space.clone();
@@ -53,9 +59,11 @@ impl Engine {
     }
 }
 
-/// Configured warm keys and observed hot keys of a keyspace.
-fn candidates(space: &Arc<Space>) -> BTreeSet<String> {
+/// Configured warm keys and (with `hot`) observed hot keys of a keyspace.
+fn candidates(space: &Arc<Space>, hot: bool) -> BTreeSet<String> {
     let mut keys: BTreeSet<String> = space.current().def.warm_keys().iter().cloned().collect();
-    keys.extend(space.rates.hottest().into_iter().map(|(key, _)| key));
+    if hot {
+        keys.extend(space.rates.hottest().into_iter().map(|(key, _)| key));
+    }
     keys
 }
