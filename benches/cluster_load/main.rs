@@ -57,6 +57,10 @@ fn main() -> anyhow::Result<()> {
         return node::run(node::NodeArgs::parse(&args[1..])?);
     }
     let settings = parse_settings(&args)?;
+    if settings.workloads.is_empty() {
+        println!("cluster_load: nothing to run; use `cargo bench --bench cluster_load -- all`");
+        return Ok(());
+    }
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!("cluster_load: {} on {cores} cores; workloads {:?}", today(), settings.workloads);
@@ -77,6 +81,9 @@ fn main() -> anyhow::Result<()> {
 /// `[w2|w3|w4|w5|all]... [--secs N]`; other flags (cargo passes `--bench`) are ignored.
 fn parse_settings(args: &[String]) -> anyhow::Result<Settings> {
     let mut settings = Settings { workloads: Vec::new(), secs: None };
+    // `cargo bench` passes `--bench`; `cargo test --all-targets` runs this with no arguments,
+    // and then nothing is run (the workloads take minutes and start processes).
+    let benching = args.iter().any(|a| a == "--bench");
     let mut args = args.iter();
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -92,7 +99,7 @@ fn parse_settings(args: &[String]) -> anyhow::Result<Settings> {
             other => bail!("unknown workload `{other}`: use w2, w3, w4, w5 or all"),
         }
     }
-    if settings.workloads.is_empty() {
+    if settings.workloads.is_empty() && benching {
         settings.workloads.extend(["w2", "w3", "w4", "w5"].map(String::from));
     }
     settings.workloads.dedup();
