@@ -150,42 +150,15 @@ impl From<BreakerState> for BreakerView {
     }
 }
 
-/// One keyspace's counters and sizes on this node (see
-/// [`KeySpaceStats`](distcache_engine::KeySpaceStats) for each field), plus `hit_ratio`.
+/// One keyspace's counters and sizes on this node (every field of
+/// [`KeySpaceStats`](distcache_engine::KeySpaceStats), flattened), plus `hit_ratio`.
 ///
 /// Counters only grow until the engine restarts; rates come from the difference of two reads.
-#[allow(missing_docs)] // Each field is documented on `KeySpaceStats`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StatsView {
-    pub gets: u64,
-    pub hits: u64,
-    pub misses: u64,
-    pub negative_hits: u64,
-    pub fetches: u64,
-    pub fetches_deduped: u64,
-    pub fetch_errors: u64,
-    pub evictions: u64,
-    pub expirations: u64,
-    pub puts: u64,
-    pub deletes: u64,
-    pub hot_hits: u64,
-    pub peer_loads: u64,
-    pub peer_errors: u64,
-    pub fallback_loads: u64,
-    pub served_to_peers: u64,
-    pub rate_limited: u64,
-    pub circuit_rejections: u64,
-    pub stale_served: u64,
-    pub refreshes: u64,
-    pub handoffs: u64,
-    pub warmed: u64,
-    pub entries: u64,
-    pub bytes: u64,
-    pub max_bytes: u64,
-    pub hot_entries: u64,
-    pub hot_bytes: u64,
-    /// The data source's breaker state, if the keyspace has a breaker.
-    pub breaker: Option<BreakerView>,
+    /// The engine's counters and sizes, as its fields.
+    #[serde(flatten)]
+    pub stats: KeySpaceStats,
     /// `hits / gets` since start, `null` before the first get.
     pub hit_ratio: Option<f64>,
 }
@@ -193,34 +166,7 @@ pub struct StatsView {
 impl From<&KeySpaceStats> for StatsView {
     fn from(s: &KeySpaceStats) -> Self {
         StatsView {
-            gets: s.gets,
-            hits: s.hits,
-            misses: s.misses,
-            negative_hits: s.negative_hits,
-            fetches: s.fetches,
-            fetches_deduped: s.fetches_deduped,
-            fetch_errors: s.fetch_errors,
-            evictions: s.evictions,
-            expirations: s.expirations,
-            puts: s.puts,
-            deletes: s.deletes,
-            hot_hits: s.hot_hits,
-            peer_loads: s.peer_loads,
-            peer_errors: s.peer_errors,
-            fallback_loads: s.fallback_loads,
-            served_to_peers: s.served_to_peers,
-            rate_limited: s.rate_limited,
-            circuit_rejections: s.circuit_rejections,
-            stale_served: s.stale_served,
-            refreshes: s.refreshes,
-            handoffs: s.handoffs,
-            warmed: s.warmed,
-            entries: s.entries,
-            bytes: s.bytes,
-            max_bytes: s.max_bytes,
-            hot_entries: s.hot_entries,
-            hot_bytes: s.hot_bytes,
-            breaker: s.breaker.map(Into::into),
+            stats: s.clone(),
             hit_ratio: (s.gets > 0).then(|| s.hits as f64 / s.gets as f64),
         }
     }

@@ -19,7 +19,7 @@
 //! | `distcache.breaker` | gauge (0 closed, 1 half-open, 2 open) | `keyspace` |
 //! | `distcache.peer.breaker` | gauge (0 closed, 1 half-open, 2 open) | `peer` |
 
-use std::sync::Weak;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
 use opentelemetry::KeyValue;
@@ -78,6 +78,45 @@ const COUNTERS: [(&str, &str, Field); 25] = [
     ("distcache.max_bytes", "byte budget", |s| s.max_bytes),
 ];
 
+/// Every keyspace's stats, read once per collection and shared by all instruments: reading
+/// stats runs the store's pending housekeeping, which should not happen once per instrument.
+/// A collection asks each instrument once, so an instrument asking again means a new one.
+type AllStats = Arc<Vec<(String, KeySpaceStats)>>;
+
+struct Snapshot {
+    engine: Weak<Inner>,
+    /// The stats and which instruments (by bit) have read them.
+    taken: Mutex<(u64, AllStats)>,
+}
+
+impl Snapshot {
+    fn new(engine: Weak<Inner>) -> Self {
+        Snapshot { engine, taken: Mutex::new((u64::MAX, Arc::default())) }
+    }
+
+    /// The stats for instrument number `reader` (below 64).
+    fn read(&self, reader: usize) -> AllStats {
+        let bit = 1u64 << (reader % 64);
+        let mut taken = self.taken.lock().unwrap_or_else(PoisonError::into_inner);
+        if taken.0 & bit != 0 {
+            let stats = match self.engine.upgrade() {
+                Some(inner) => {
+                    let engine = Engine { inner };
+                    let names = engine.keyspaces();
+                    names
+                        .into_iter()
+                        .filter_map(|k| engine.stats(&k).ok().map(|s| (k, s)))
+                        .collect()
+                }
+                None => Vec::new(),
+            };
+            *taken = (0, Arc::new(stats));
+        }
+        taken.0 |= bit;
+        taken.1.clone()
+    }
+}
+
 fn breaker_level(state: BreakerState) -> u64 {
     match state {
         BreakerState::Closed => 0,
@@ -89,15 +128,12 @@ fn breaker_level(state: BreakerState) -> u64 {
 impl Metrics {
     /// Creates the instruments of the engine behind `engine` on `meter`.
     pub(crate) fn register(meter: &Meter, engine: Weak<Inner>) -> Self {
+        let snapshot = Arc::new(Snapshot::new(engine.clone()));
         for (index, (name, description, field)) in COUNTERS.into_iter().enumerate() {
-            let engine = engine.clone();
+            let snapshot = snapshot.clone();
             let observe = move |observer: &dyn opentelemetry::metrics::AsyncInstrument<u64>| {
-                let Some(inner) = engine.upgrade() else { return };
-                let engine = Engine { inner };
-                for keyspace in engine.keyspaces() {
-                    if let Ok(stats) = engine.stats(&keyspace) {
-                        observer.observe(field(&stats), &[KeyValue::new("keyspace", keyspace)]);
-                    }
+                for (keyspace, stats) in snapshot.read(index).iter() {
+                    observer.observe(field(stats), &[KeyValue::new("keyspace", keyspace.clone())]);
                 }
             };
             // The last three are sizes, the rest only grow.
@@ -115,19 +151,16 @@ impl Metrics {
                     .build();
             }
         }
-        let keyspaces = engine.clone();
         meter
             .u64_observable_gauge("distcache.breaker")
             .with_description(
                 "data-source breaker state per keyspace: 0 closed, 1 half-open, 2 open",
             )
             .with_callback(move |observer| {
-                let Some(inner) = keyspaces.upgrade() else { return };
-                let engine = Engine { inner };
-                for keyspace in engine.keyspaces() {
-                    if let Some(state) = engine.stats(&keyspace).ok().and_then(|s| s.breaker) {
-                        observer
-                            .observe(breaker_level(state), &[KeyValue::new("keyspace", keyspace)]);
+                for (keyspace, stats) in snapshot.read(COUNTERS.len()).iter() {
+                    if let Some(state) = stats.breaker {
+                        let keyspace = KeyValue::new("keyspace", keyspace.clone());
+                        observer.observe(breaker_level(state), &[keyspace]);
                     }
                 }
             })

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 ///
 /// Counters only grow (they reset when the engine restarts); `entries` and `bytes` are the
 /// store's current size. `gets = hits + negative_hits + misses`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub struct KeySpaceStats {
     /// Calls to `get` (each key of a `get_many` counts once).
