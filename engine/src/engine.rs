@@ -154,19 +154,13 @@ impl Engine {
         check_key(key)?;
         let span = tracing::debug_span!("distcache.get", keyspace, outcome = tracing::field::Empty);
         // The hit path borrows the keyspace; only a miss takes a reference to carry on with.
-        let space = self.inner.registry.with(keyspace, |space| match space.lookup(key) {
-            Lookup::Hit(value) => Err(("hit", Ok(value))),
-            Lookup::Refresh(value) => {
-                self.refresh(space, key);
-                Err(("hit", Ok(value)))
-            }
-            Lookup::HotHit(value) => Err(("hot_hit", Ok(value))),
-            Lookup::NotFound => Err(("negative_hit", Err(Error::NotFound))),
-            Lookup::Miss => Ok(space.clone()),
-        })?;
+        let space = self
+            .inner
+            .registry
+            .with(keyspace, |space| self.answer_locally(space, key).ok_or_else(|| space.clone()))?;
         match space {
-            Ok(space) => self.load_missing(&space, key).instrument(span).await,
-            Err((outcome, answered)) => {
+            Err(space) => self.load_missing(&space, key).instrument(span).await,
+            Ok((outcome, answered)) => {
                 span.record("outcome", outcome);
                 answered
             }
@@ -345,14 +339,29 @@ impl Engine {
 
     async fn get_in(&self, space: &Arc<Space>, key: &str) -> Result<Bytes> {
         check_key(key)?;
+        match self.answer_locally(space, key) {
+            Some((_, answered)) => answered,
+            None => self.load_missing(space, key).await,
+        }
+    }
+
+    /// Answers a get from this node's stores when they can (the value, or a remembered
+    /// not-found), starting a background refresh of a value close to expiry; `None` on a miss.
+    /// The name says how it was answered, for spans.
+    pub(crate) fn answer_locally(
+        &self,
+        space: &Arc<Space>,
+        key: &str,
+    ) -> Option<(&'static str, Result<Bytes>)> {
         match space.lookup(key) {
-            Lookup::Hit(value) | Lookup::HotHit(value) => Ok(value),
+            Lookup::Hit(value) => Some(("hit", Ok(value))),
             Lookup::Refresh(value) => {
                 self.refresh(space, key);
-                Ok(value)
+                Some(("hit", Ok(value)))
             }
-            Lookup::NotFound => Err(Error::NotFound),
-            Lookup::Miss => self.load_missing(space, key).await,
+            Lookup::HotHit(value) => Some(("hot_hit", Ok(value))),
+            Lookup::NotFound => Some(("negative_hit", Err(Error::NotFound))),
+            Lookup::Miss => None,
         }
     }
 

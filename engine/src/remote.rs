@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::flight::Joined;
 use crate::space::{Space, check_key, deadline};
 use crate::stats::bump;
-use crate::store::{Lookup, Stored};
+use crate::store::Stored;
 
 /// Items tagged with their position in the caller's list.
 type Indexed<T> = Vec<(usize, T)>;
@@ -158,12 +158,9 @@ impl Engine {
                 results[index] = Some(Err(err));
                 continue;
             }
-            match space.lookup(key) {
-                Lookup::Hit(value) | Lookup::HotHit(value) | Lookup::Refresh(value) => {
-                    results[index] = Some(Ok(value))
-                }
-                Lookup::NotFound => results[index] = Some(Err(Error::NotFound)),
-                Lookup::Miss => misses.push((index, *key)),
+            match self.answer_locally(space, key) {
+                Some((_, answered)) => results[index] = Some(answered),
+                None => misses.push((index, *key)),
             }
         }
         let grouped = ByOwner::group(cluster, misses, |key| key);

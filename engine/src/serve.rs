@@ -11,7 +11,6 @@ use crate::entry::Entry;
 use crate::error::{Error, Result};
 use crate::space::check_key;
 use crate::stats::bump;
-use crate::store::Lookup;
 
 impl Engine {
     /// A get from a peer: from the store, or loaded here. Returns the value, its remaining
@@ -26,14 +25,9 @@ impl Engine {
         check_key(key)?;
         bump(&space.stats.local().served_to_peers);
         let rate = space.rates.estimate(key);
-        let value = match space.lookup(key) {
-            Lookup::Hit(value) | Lookup::HotHit(value) => value,
-            Lookup::Refresh(value) => {
-                self.refresh(&space, key);
-                value
-            }
-            Lookup::NotFound => return Err(Error::NotFound),
-            Lookup::Miss => {
+        let value = match self.answer_locally(&space, key) {
+            Some((_, answered)) => answered?,
+            None => {
                 let timeout = space.current().read_timeout;
                 tokio::time::timeout(timeout, self.load(&space, key))
                     .await
