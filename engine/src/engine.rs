@@ -109,18 +109,19 @@ impl Engine {
 
     async fn join(&self, config: crate::cluster::ClusterConfig) -> Result<()> {
         let (listener, bound) = Bound::bind(&config).await?;
-        let max_message_bytes = config.max_message_bytes;
+        let port = crate::cluster::peer::listener::PeerPort {
+            engine: self.clone(),
+            transport: config.pipe_transport()?,
+            max_message_bytes: config.max_message_bytes,
+            shutdown: self.inner.shutdown.clone(),
+        };
         let hash = self.inner.registry.fingerprint();
         let events = self.inner.events.clone();
         let cluster =
             Cluster::join(config, bound, hash, events, self.inner.metrics.clone()).await?;
         let _ = self.inner.cluster.set(cluster.clone());
-        let (engine, shutdown) = (self.clone(), self.inner.shutdown.clone());
         self.inner.loads.spawn(async move {
-            if let Err(err) =
-                crate::cluster::peer::server::serve(engine, listener, max_message_bytes, shutdown)
-                    .await
-            {
+            if let Err(err) = crate::cluster::peer::listener::serve(port, listener).await {
                 tracing::error!(%err, "the peer server stopped");
             }
         });

@@ -1,10 +1,10 @@
 //! Singleflight loads with fencing: one load per key at a time, and writes that win over it.
 //!
-//! A load joins (or starts) the key's [`Flight`]. The leader's load runs in its own task and
-//! [`Flights::land`]s its result: under the key's shard lock it leaves the map and stores the
+//! A load joins (or starts) the key's [`Flight`]. The leader [`Flights::land`]s its result: under the key's shard lock it leaves the map and stores the
 //! value, unless a `put` or `delete` fenced it meanwhile ([`Flights::fence`] takes the
 //! same lock). A fenced flight still answers its waiters but never writes back over the newer
-//! write, as memcache leases do.
+//! write, as memcache leases do. A leader that is dropped without landing abandons its flight:
+//! waiters learn it from [`Flight::outcome`] and the next caller to join starts a new one.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -53,13 +53,20 @@ pub(crate) enum Joined {
 impl Flight {
     /// Waits for the load's result; every waiter gets the same value or error.
     pub(crate) async fn wait(&self) -> Result<Bytes> {
+        // Loads run in their own tasks: one vanishes unanswered only when its runtime stops.
+        self.outcome().await.unwrap_or(Err(Error::Stopped))
+    }
+
+    /// Waits for the load's result; `None` if the leader was dropped before it landed.
+    pub(crate) async fn outcome(&self) -> Option<Result<Bytes>> {
         let mut done = self.done.clone();
         let outcome = done.wait_for(Option::is_some).await;
-        match outcome.as_deref() {
-            Ok(Some(result)) => result.clone(),
-            // The leader vanished without an answer: only possible when its runtime shuts down.
-            _ => Err(Error::Stopped),
-        }
+        outcome.ok().and_then(|outcome| outcome.clone())
+    }
+
+    /// Whether the leader was dropped without landing.
+    fn is_abandoned(&self) -> bool {
+        self.done.has_changed().is_err() && self.done.borrow().is_none()
     }
 }
 
@@ -94,7 +101,7 @@ impl Flights {
     /// Joins the key's flight, starting one if none is in progress.
     pub(crate) fn join(&self, key: &str) -> Joined {
         let mut shard = self.shard(key);
-        if let Some(flight) = shard.get(key) {
+        if let Some(flight) = shard.get(key).filter(|f| !f.is_abandoned()) {
             return Joined::Follower(flight.clone());
         }
         let (tx, done) = watch::channel(None);

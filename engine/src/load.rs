@@ -57,7 +57,8 @@ impl Space {
         }
         bump(&self.stats.local().handoffs);
         let stored = Stored {
-            value: Some(remote.value.clone()),
+            // Its own allocation, not a slice of the connection's read buffer.
+            value: Some(Bytes::copy_from_slice(&remote.value)),
             expires_at: deadline(remote.ttl),
             pinned: false,
         };

@@ -58,35 +58,38 @@ fn key_ref(space: &Space, key: &str) -> pb::KeyRef {
 
 impl Engine {
     /// A get whose owner is a peer: one call per key per node at a time (flights on `routes`).
+    ///
+    /// The leader makes the call itself, with no task in between: a peer get is the hot path of
+    /// a cluster. If the leader is dropped before the answer lands, its waiters join again and
+    /// one of them asks anew.
     pub(crate) async fn load_remote(
         &self,
         space: &Arc<Space>,
         key: &str,
         peer: Arc<PeerClient>,
     ) -> Result<Bytes> {
-        let flight = match space.routes.join(key) {
-            Joined::Follower(flight) => {
-                bump(&space.stats.local().fetches_deduped);
-                flight
-            }
-            Joined::Leader(completion) => {
-                let flight = completion.flight().clone();
-                let (engine, space, key) = (self.clone(), space.clone(), key.to_owned());
-                self.spawn_load(async move {
+        loop {
+            match space.routes.join(key) {
+                Joined::Follower(flight) => {
+                    bump(&space.stats.local().fetches_deduped);
+                    if let Some(result) = flight.outcome().await {
+                        return result;
+                    }
+                }
+                Joined::Leader(completion) => {
                     let mark = space.invalidation_mark();
-                    let (result, hot) = engine.ask_owner(&space, &key, &peer).await;
+                    let (result, hot) = self.ask_owner(space, key, &peer).await;
                     // `land` holds the key's route shard while it keeps the value.
                     let keep = || {
                         if let Some(stored) = hot {
-                            space.admit_hot_fenced(&key, stored, mark);
+                            space.admit_hot_fenced(key, stored, mark);
                         }
                     };
-                    space.routes.land(&key, completion, keep, result);
-                });
-                flight
+                    space.routes.land(key, completion, keep, result.clone());
+                    return result;
+                }
             }
-        };
-        flight.wait().await
+        }
     }
 
     /// Asks the owner; if it cannot be reached, loads here without keeping the value in the
@@ -137,7 +140,9 @@ impl Engine {
         }
         let ttl = remote.ttl.map_or(config.hot_max_ttl, |ttl| ttl.min(config.hot_max_ttl));
         Some(Stored {
-            value: Some(remote.value.clone()),
+            // Its own allocation: the answer is a slice of a connection's read buffer, which
+            // a long-lived entry would pin (and the budget would not count).
+            value: Some(Bytes::copy_from_slice(&remote.value)),
             expires_at: deadline(Some(ttl)),
             pinned: false,
         })

@@ -9,33 +9,97 @@ use crate::cluster::wire;
 use crate::engine::Engine;
 use crate::entry::Entry;
 use crate::error::{Error, Result};
-use crate::space::check_key;
+use crate::space::{Space, check_key};
 use crate::stats::bump;
 
+/// A value as this node serves it to a peer.
+#[derive(Debug, Clone)]
+pub(crate) struct Served {
+    pub(crate) value: Bytes,
+    /// Remaining lifetime; zero when this node did not keep the value, so the peer does not
+    /// keep it either.
+    pub(crate) ttl: Option<Duration>,
+    /// The key's recent request rate here, in requests per second.
+    pub(crate) rate: f64,
+}
+
+fn served(space: &Space, key: &str, value: Bytes) -> Served {
+    let ttl = space.current().store.entry(key).map_or(Some(Duration::ZERO), |s| s.remaining());
+    Served { value, ttl, rate: space.rates.estimate(key) }
+}
+
 impl Engine {
-    /// A get from a peer: from the store, or loaded here. Returns the value, its remaining
-    /// lifetime (zero when it was not kept, so the peer does not keep it either) and the key's
-    /// recent request rate.
-    pub(crate) async fn serve_get(
-        &self,
-        keyspace: &str,
-        key: &str,
-    ) -> Result<(Bytes, Option<Duration>, f64)> {
-        let space = self.space(keyspace)?;
-        check_key(key)?;
-        bump(&space.stats.local().served_to_peers);
-        let rate = space.rates.estimate(key);
-        let value = match self.answer_locally(&space, key) {
-            Some((_, answered)) => answered?,
-            None => {
-                let timeout = space.current().read_timeout;
-                tokio::time::timeout(timeout, self.load(&space, key))
-                    .await
-                    .unwrap_or(Err(Error::Timeout(timeout)))?
-            }
+    /// A get from a peer, answered from this node's stores if they can: the value, its
+    /// remaining lifetime and the key's recent request rate. `None` when the key must be
+    /// loaded: then [`serve_get_loaded`](Self::serve_get_loaded) finishes it.
+    pub(crate) fn serve_get_now(&self, keyspace: &str, key: &str) -> Option<Result<Served>> {
+        let space = match self.space(keyspace).and_then(|space| check_key(key).map(|()| space)) {
+            Ok(space) => space,
+            Err(err) => return Some(Err(err)),
         };
-        let ttl = space.current().store.entry(key).map_or(Some(Duration::ZERO), |s| s.remaining());
-        Ok((value, ttl, rate))
+        bump(&space.stats.local().served_to_peers);
+        let (_, answered) = self.answer_locally(&space, key)?;
+        Some(answered.map(|value| served(&space, key, value)))
+    }
+
+    /// The rest of a peer's get that [`serve_get_now`](Self::serve_get_now) could not answer:
+    /// loads the key here, within the keyspace read timeout.
+    pub(crate) async fn serve_get_loaded(&self, keyspace: &str, key: &str) -> Result<Served> {
+        let space = self.space(keyspace)?;
+        let timeout = space.current().read_timeout;
+        let value = tokio::time::timeout(timeout, self.load(&space, key))
+            .await
+            .unwrap_or(Err(Error::Timeout(timeout)))?;
+        Ok(served(&space, key, value))
+    }
+
+    /// Answers a peer's get request: each key from the stores where possible; `Err` with the
+    /// outcomes so far when some must be loaded ([`finish_gets`](Self::finish_gets)).
+    pub(crate) fn serve_gets_now(
+        &self,
+        keys: &[pb::KeyRef],
+    ) -> std::result::Result<Vec<pb::GetOutcome>, Vec<Option<pb::GetOutcome>>> {
+        let outcomes: Vec<Option<pb::GetOutcome>> = keys
+            .iter()
+            .map(|k| self.serve_get_now(&k.keyspace, &k.key).map(|r| wire::get_outcome(r)))
+            .collect();
+        if outcomes.iter().all(Option::is_some) {
+            return Ok(outcomes.into_iter().flatten().collect());
+        }
+        Err(outcomes)
+    }
+
+    /// Loads the keys [`serve_gets_now`](Self::serve_gets_now) left open, concurrently.
+    pub(crate) async fn finish_gets(
+        &self,
+        keys: &[pb::KeyRef],
+        outcomes: Vec<Option<pb::GetOutcome>>,
+    ) -> Vec<pb::GetOutcome> {
+        let finish = keys.iter().zip(outcomes).map(|(k, outcome)| async move {
+            match outcome {
+                Some(outcome) => outcome,
+                None => wire::get_outcome(self.serve_get_loaded(&k.keyspace, &k.key).await),
+            }
+        });
+        futures::future::join_all(finish).await
+    }
+
+    /// Answers a peer's get request, loading what the stores lack.
+    pub(crate) async fn serve_gets(&self, keys: &[pb::KeyRef]) -> Vec<pb::GetOutcome> {
+        match self.serve_gets_now(keys) {
+            Ok(outcomes) => outcomes,
+            Err(partial) => self.finish_gets(keys, partial).await,
+        }
+    }
+
+    /// Answers a peer's peek request from the main store.
+    pub(crate) fn serve_peeks(&self, keys: &[pb::KeyRef]) -> Vec<pb::GetOutcome> {
+        keys.iter()
+            .map(|k| {
+                let answered = self.serve_peek(&k.keyspace, &k.key);
+                wire::get_outcome(answered.map(|(value, ttl)| Served { value, ttl, rate: 0.0 }))
+            })
+            .collect()
     }
 
     /// A peek from a peer: the stored value only, never loaded.

@@ -225,7 +225,9 @@ impl ClusterConfig {
         self
     }
 
-    /// Whether concurrent single gets to one owner share batched calls (default on).
+    /// Whether concurrent gets to one owner share writes (default on): while other gets to
+    /// that owner are out, a get's request waits for the connection's next write instead of
+    /// making its own, as a Redis client pipelines. Off, every get writes its own request.
     pub fn with_batching(mut self, batching: bool) -> Self {
         self.batching = batching;
         self
@@ -276,11 +278,22 @@ impl ClusterConfig {
         self
     }
 
+    /// How pipe connections are secured: plain, or mutual TLS with this node's certificates.
+    pub(crate) fn pipe_transport(&self) -> Result<crate::cluster::peer::Transport> {
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &self.tls {
+            let configs = crate::cluster::peer::TlsConfigs::new(tls).map_err(Error::invalid)?;
+            return Ok(crate::cluster::peer::Transport::Tls(Arc::new(configs)));
+        }
+        Ok(crate::cluster::peer::Transport::Plain)
+    }
+
     pub(crate) fn validate(&self) -> Result<()> {
         #[cfg(feature = "tls")]
         if let Some(tls) = &self.tls {
             tls.validate()?;
         }
+        self.pipe_transport()?;
         let positive = [
             ("gossip_interval", self.gossip_interval),
             ("rediscover_interval", self.rediscover_interval),

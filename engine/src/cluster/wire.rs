@@ -32,6 +32,19 @@ pub(crate) fn failure(err: &Error) -> pb::Failure {
     pb::Failure { code: code.into(), message }
 }
 
+/// A served get as it crosses the wire.
+pub(crate) fn get_outcome(served: Result<crate::serve::Served, Error>) -> pb::GetOutcome {
+    let outcome = match served {
+        Ok(served) => pb::get_outcome::Outcome::Value(pb::Value {
+            value: served.value,
+            ttl_ms: served.ttl.map(millis),
+            rate: served.rate,
+        }),
+        Err(err) => pb::get_outcome::Outcome::Failure(failure(&err)),
+    };
+    pb::GetOutcome { outcome: Some(outcome) }
+}
+
 /// The engine error a failure from a peer stands for.
 pub(crate) fn error(failure: pb::Failure) -> Error {
     match Code::try_from(failure.code).unwrap_or(Code::Unspecified) {

@@ -1,4 +1,5 @@
-//! Calls to one peer: a lazily connected tonic channel behind a circuit breaker.
+//! Calls to one peer behind a circuit breaker: gets and peeks over the pipe, everything else
+//! over a lazily connected tonic channel.
 
 use std::future::Future;
 use std::time::Duration;
@@ -8,7 +9,7 @@ use distcache_proto::v1::{self as pb, peer_client::PeerClient as Rpc};
 use tonic::transport::{Channel, Endpoint};
 use tracing::Instrument;
 
-use super::batch::GetBatcher;
+use super::pipe::{PipeClient, frame::Kind};
 use crate::cluster::config::ClusterConfig;
 use crate::cluster::ring::Member;
 use crate::cluster::wire;
@@ -42,8 +43,8 @@ pub(crate) type GetOutcomes = Vec<Result<RemoteValue>>;
 pub(crate) struct PeerClient {
     member: Member,
     rpc: Rpc<Channel>,
+    pipe: PipeClient,
     breaker: Breaker,
-    batcher: Option<GetBatcher>,
     metrics: Metrics,
 }
 
@@ -72,14 +73,15 @@ impl PeerClient {
         let rpc = Rpc::new(endpoint.connect_lazy())
             .max_decoding_message_size(config.max_message_bytes)
             .max_encoding_message_size(config.max_message_bytes);
+        let pipe = PipeClient::new(
+            member.grpc_addr,
+            config.pipe_transport()?,
+            config.connect_timeout,
+            config.max_message_bytes,
+            config.batching,
+        );
         let breaker = Breaker::new(config.breaker_threshold, config.breaker_cooldown);
-        Ok(std::sync::Arc::new_cyclic(|me| PeerClient {
-            member,
-            rpc,
-            breaker,
-            batcher: config.batching.then(|| GetBatcher::spawn(me.clone())),
-            metrics,
-        }))
+        Ok(std::sync::Arc::new(PeerClient { member, rpc, pipe, breaker, metrics }))
     }
 
     pub(crate) fn member(&self) -> &Member {
@@ -90,19 +92,13 @@ impl PeerClient {
         self.breaker.state()
     }
 
-    /// Gets one key, through the batcher when batching is on.
+    /// Gets one key.
     pub(crate) async fn get(
         &self,
         key: pb::KeyRef,
         timeout: Duration,
     ) -> Result<Result<RemoteValue>, Unreachable> {
-        let mut outcomes = match &self.batcher {
-            Some(batcher) => match batcher.direct_slot() {
-                Some(_slot) => self.get_many(vec![key], timeout).await?,
-                None => return batcher.get(key, timeout).await,
-            },
-            None => self.get_many(vec![key], timeout).await?,
-        };
+        let mut outcomes = self.get_many(vec![key], timeout).await?;
         outcomes.pop().ok_or_else(|| Unreachable("the peer answered no outcome".into()))
     }
 
@@ -114,16 +110,15 @@ impl PeerClient {
     ) -> Result<GetOutcomes, Unreachable> {
         let expected = keys.len();
         let request = pb::GetRequest { keys, forwarded: true };
-        let response =
-            self.call(timeout, |mut rpc, req| async move { rpc.get(req).await }, request).await?;
-        if response.outcomes.len() != expected {
+        let outcomes = self.pipe_call(Kind::Get, &request, timeout).await?;
+        if outcomes.len() != expected {
             return Err(Unreachable(format!(
                 "peer {} answered {} outcomes for {expected} keys",
                 self.member.node_id,
-                response.outcomes.len()
+                outcomes.len()
             )));
         }
-        Ok(response.outcomes.into_iter().map(get_outcome).collect())
+        Ok(outcomes.into_iter().map(get_outcome).collect())
     }
 
     /// Reads one stored value without loading it (warm handoff).
@@ -133,10 +128,28 @@ impl PeerClient {
         timeout: Duration,
     ) -> Result<Result<RemoteValue>, Unreachable> {
         let request = pb::PeekRequest { keys: vec![key] };
-        let response =
-            self.call(timeout, |mut rpc, req| async move { rpc.peek(req).await }, request).await?;
-        let outcome = response.outcomes.into_iter().next();
+        let outcome = self.pipe_call(Kind::Peek, &request, timeout).await?.into_iter().next();
         outcome.map(get_outcome).ok_or_else(|| Unreachable("the peer answered no outcome".into()))
+    }
+
+    /// One request over the pipe, answered by a `GetResponse`.
+    async fn pipe_call(
+        &self,
+        kind: Kind,
+        request: &impl prost::Message,
+        timeout: Duration,
+    ) -> Result<Vec<pb::GetOutcome>, Unreachable> {
+        let call = async {
+            let answer = self.pipe.call(kind, request).await.map_err(|e| e.0)?;
+            match answer.kind {
+                Kind::Values => <pb::GetResponse as prost::Message>::decode(answer.body)
+                    .map(|response| response.outcomes)
+                    .map_err(|err| format!("a malformed answer: {err}")),
+                other => Err(format!("an answer of kind {other:?}")),
+            }
+        };
+        // Every failure here is the connection's or the peer's: all count against it.
+        self.guarded(timeout, async { call.await.map_err(|reason| (reason, true)) }).await
     }
 
     /// Stores entries at this peer (their owner).
@@ -202,7 +215,7 @@ impl PeerClient {
         Ok(response.failure.map_or(Ok(()), |f| Err(wire::error(f))))
     }
 
-    /// Runs one call under the breaker and a deadline.
+    /// Runs one gRPC call under the breaker and a deadline.
     async fn call<Req, Resp, F, Fut>(
         &self,
         timeout: Duration,
@@ -213,52 +226,49 @@ impl PeerClient {
         F: FnOnce(Rpc<Channel>, tonic::Request<Req>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<Resp>, tonic::Status>>,
     {
-        if !self.breaker.allow() {
-            return Err(Unreachable(format!(
-                "peer {} is failing (breaker open)",
-                self.member.node_id
-            )));
-        }
-        let Some(probe) = self.breaker.try_probe() else {
-            return Err(Unreachable(format!(
-                "peer {} is failing (breaker open)",
-                self.member.node_id
-            )));
-        };
         let mut request = tonic::Request::new(request);
         request.set_timeout(timeout);
+        let call = async {
+            send(self.rpc.clone(), request).await.map(tonic::Response::into_inner).map_err(
+                |status| {
+                    // The peer answered: a refused request says nothing about its health.
+                    let peer_failed = matches!(
+                        status.code(),
+                        tonic::Code::Unavailable
+                            | tonic::Code::DeadlineExceeded
+                            | tonic::Code::Unknown
+                            | tonic::Code::Cancelled
+                    );
+                    (status.message().to_owned(), peer_failed)
+                },
+            )
+        };
+        self.guarded(timeout, call).await
+    }
+
+    /// Runs a call under the breaker and a deadline, recording it in the metrics. The call
+    /// fails with a reason and whether the failure counts against the peer's health.
+    async fn guarded<T>(
+        &self,
+        timeout: Duration,
+        call: impl Future<Output = Result<T, (String, bool)>>,
+    ) -> Result<T, Unreachable> {
+        let breaker_open =
+            || Unreachable(format!("peer {} is failing (breaker open)", self.member.node_id));
+        if !self.breaker.allow() {
+            return Err(breaker_open());
+        }
+        let Some(probe) = self.breaker.try_probe() else { return Err(breaker_open()) };
         let started = tokio::time::Instant::now();
         let span = tracing::debug_span!("distcache.peer_call", peer = %self.member.node_id);
-        let outcome =
-            tokio::time::timeout(timeout, send(self.rpc.clone(), request)).instrument(span).await;
-        self.metrics.peer_call(
-            &self.member.node_id,
-            started.elapsed(),
-            matches!(outcome, Ok(Ok(_))),
-        );
-        let result = match outcome {
-            Ok(Ok(response)) => Ok(response.into_inner()),
-            Ok(Err(status)) => Err(status),
-            Err(_) => Err(tonic::Status::deadline_exceeded("peer call timed out")),
-        };
-        let peer_failed = match &result {
-            Ok(_) => false,
-            // The peer answered: a refused request says nothing about its health.
-            Err(status) => matches!(
-                status.code(),
-                tonic::Code::Unavailable
-                    | tonic::Code::DeadlineExceeded
-                    | tonic::Code::Unknown
-                    | tonic::Code::Cancelled
-            ),
-        };
-        probe.record(!peer_failed);
-        result.map_err(|status| {
+        let outcome = tokio::time::timeout(timeout, call).instrument(span).await;
+        let result = outcome.unwrap_or_else(|_| Err(("peer call timed out".to_owned(), true)));
+        self.metrics.peer_call(&self.member.node_id, started.elapsed(), result.is_ok());
+        probe.record(!matches!(result, Err((_, true))));
+        result.map_err(|(reason, _)| {
             Unreachable(format!(
-                "peer {} at {}: {}",
-                self.member.node_id,
-                self.member.grpc_addr,
-                status.message()
+                "peer {} at {}: {reason}",
+                self.member.node_id, self.member.grpc_addr
             ))
         })
     }

@@ -1,17 +1,14 @@
-//! The gRPC service peers call. Every request is served on this node: it never forwards.
-
-use std::time::Duration;
+//! The gRPC service peers call for everything but gets (those take the pipe). Every request
+//! is served on this node: it never forwards.
 
 use distcache_proto::v1::{self as pb, peer_server::Peer, peer_server::PeerServer};
-use futures::future::join_all;
-use tokio::net::TcpListener;
+use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use crate::cluster::wire;
 use crate::engine::Engine;
 use crate::entry::Entry;
-use crate::error::Error;
 
 /// Answers peers on behalf of an engine.
 #[derive(Debug, Clone)]
@@ -19,43 +16,36 @@ pub(crate) struct PeerService {
     engine: Engine,
 }
 
-/// Serves the peer protocol on `listener` until `shutdown` is cancelled.
-pub(crate) async fn serve(
-    engine: Engine,
-    listener: TcpListener,
-    max_message_bytes: usize,
-    shutdown: CancellationToken,
-) -> Result<(), tonic::transport::Error> {
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    let service = PeerServer::new(PeerService { engine: engine.clone() })
-        .max_decoding_message_size(max_message_bytes)
-        .max_encoding_message_size(max_message_bytes);
-    let builder = tonic::transport::Server::builder().tcp_nodelay(true);
-    // Mutual TLS when the cluster config asks for it (checked when the engine started).
-    #[cfg(feature = "tls")]
-    let builder = match engine_tls(&engine) {
-        Some(tls) => builder.tls_config(tls)?,
-        None => builder,
-    };
-    let mut server = builder;
-    server
-        .add_service(service)
-        .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
-        .await
+impl PeerService {
+    /// Serves the gRPC peer service on the connections `incoming` yields (the peer port hands
+    /// over those that are not pipes) until `shutdown` is cancelled.
+    pub(crate) async fn serve(
+        engine: Engine,
+        incoming: futures::stream::BoxStream<'static, std::io::Result<TcpStream>>,
+        max_message_bytes: usize,
+        shutdown: CancellationToken,
+    ) -> Result<(), tonic::transport::Error> {
+        let service = PeerServer::new(PeerService { engine: engine.clone() })
+            .max_decoding_message_size(max_message_bytes)
+            .max_encoding_message_size(max_message_bytes);
+        let builder = tonic::transport::Server::builder().tcp_nodelay(true);
+        // Mutual TLS when the cluster config asks for it (checked when the engine started).
+        #[cfg(feature = "tls")]
+        let builder = match engine_tls(&engine) {
+            Some(tls) => builder.tls_config(tls)?,
+            None => builder,
+        };
+        let mut server = builder;
+        server
+            .add_service(service)
+            .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
+            .await
+    }
 }
 
 #[cfg(feature = "tls")]
 fn engine_tls(engine: &Engine) -> Option<tonic::transport::ServerTlsConfig> {
     engine.cluster()?.config.tls.as_ref().map(|tls| tls.server())
-}
-
-fn value(value: bytes::Bytes, ttl: Option<Duration>, rate: f64) -> pb::GetOutcome {
-    let value = pb::Value { value, ttl_ms: ttl.map(wire::millis), rate };
-    pb::GetOutcome { outcome: Some(pb::get_outcome::Outcome::Value(value)) }
-}
-
-fn failure(err: &Error) -> pb::GetOutcome {
-    pb::GetOutcome { outcome: Some(pb::get_outcome::Outcome::Failure(wire::failure(err))) }
 }
 
 fn write_response(results: Vec<crate::Result<()>>) -> pb::WriteResponse {
@@ -76,14 +66,8 @@ impl Peer for PeerService {
         &self,
         request: Request<pb::GetRequest>,
     ) -> Result<Response<pb::GetResponse>, Status> {
-        let keys = request.into_inner().keys;
-        let serve = keys.iter().map(|k| async {
-            match self.engine.serve_get(&k.keyspace, &k.key).await {
-                Ok((v, ttl, rate)) => value(v, ttl, rate),
-                Err(err) => failure(&err),
-            }
-        });
-        Ok(Response::new(pb::GetResponse { outcomes: join_all(serve).await }))
+        let outcomes = self.engine.serve_gets(&request.into_inner().keys).await;
+        Ok(Response::new(pb::GetResponse { outcomes }))
     }
 
     async fn put(
@@ -125,15 +109,7 @@ impl Peer for PeerService {
         &self,
         request: Request<pb::PeekRequest>,
     ) -> Result<Response<pb::GetResponse>, Status> {
-        let outcomes = request
-            .into_inner()
-            .keys
-            .iter()
-            .map(|k| match self.engine.serve_peek(&k.keyspace, &k.key) {
-                Ok((v, ttl)) => value(v, ttl, 0.0),
-                Err(err) => failure(&err),
-            })
-            .collect();
+        let outcomes = self.engine.serve_peeks(&request.into_inner().keys);
         Ok(Response::new(pb::GetResponse { outcomes }))
     }
 

@@ -1,0 +1,224 @@
+//! The caller's end of the pipe to one peer: one connection, many requests out at once.
+//!
+//! A request is registered under an id, then written. When nothing else is out, the caller
+//! writes its frame itself (no hop through another task); when other requests are out, its
+//! frame joins the outbox and the connection's writer sends everything queued in one write,
+//! as a Redis client pipelines. The connection's reader hands each answer to its caller.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+use bytes::BytesMut;
+use prost::Message;
+use tokio::net::TcpStream;
+use tokio::sync::{Notify, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use super::frame::{self, Frame, Kind, Outbox, PREFACE};
+use super::stream::{Reader, Sink, Transport};
+use crate::cluster::peer::Unreachable;
+
+type Answer = oneshot::Sender<Result<Frame, Unreachable>>;
+
+/// How to reach one peer's pipe.
+#[derive(Debug)]
+pub(crate) struct PipeClient {
+    addr: SocketAddr,
+    transport: Transport,
+    connect_timeout: Duration,
+    max_frame_bytes: usize,
+    /// Whether a caller leaves its frame for the writer when other requests are out, so
+    /// concurrent requests share writes.
+    coalesce: bool,
+    conn: ArcSwapOption<Conn>,
+    connecting: tokio::sync::Mutex<()>,
+}
+
+/// One open connection.
+#[derive(Debug)]
+struct Conn {
+    outbox: Outbox,
+    wake_writer: Notify,
+    /// The socket, for callers that write their frame themselves (plain TCP only).
+    direct: Option<Arc<tokio::net::tcp::OwnedWriteHalf>>,
+    waiting: Mutex<HashMap<u32, Answer>>,
+    next_id: AtomicU32,
+    closed: CancellationToken,
+}
+
+/// Removes a caller's registration when it stops waiting, answered or not.
+struct Registration<'a> {
+    conn: &'a Conn,
+    id: u32,
+}
+
+impl Drop for Registration<'_> {
+    fn drop(&mut self) {
+        self.conn.lock_waiting().remove(&self.id);
+    }
+}
+
+impl PipeClient {
+    pub(crate) fn new(
+        addr: SocketAddr,
+        transport: Transport,
+        connect_timeout: Duration,
+        max_frame_bytes: usize,
+        coalesce: bool,
+    ) -> Self {
+        PipeClient {
+            addr,
+            transport,
+            connect_timeout,
+            max_frame_bytes,
+            coalesce,
+            conn: ArcSwapOption::empty(),
+            connecting: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Sends one request and waits for its answer (the caller bounds the wait).
+    pub(crate) async fn call(&self, kind: Kind, body: &impl Message) -> Result<Frame, Unreachable> {
+        let conn = self.connection().await?;
+        let (answer, answered) = oneshot::channel();
+        let id = conn.next_id.fetch_add(1, Ordering::Relaxed);
+        let others_out = {
+            let mut waiting = conn.lock_waiting();
+            waiting.insert(id, answer);
+            waiting.len() > 1
+        };
+        let _registration = Registration { conn: &conn, id };
+        let mut request = BytesMut::new();
+        frame::encode(&mut request, id, kind, body);
+        conn.send(&request, self.coalesce && others_out);
+        answered.await.map_err(|_| Unreachable("the pipe connection closed".into()))?
+    }
+
+    /// The open connection, connecting if there is none.
+    async fn connection(&self) -> Result<Arc<Conn>, Unreachable> {
+        if let Some(conn) = self.conn.load_full().filter(|c| !c.closed.is_cancelled()) {
+            return Ok(conn);
+        }
+        let _connecting = self.connecting.lock().await;
+        if let Some(conn) = self.conn.load_full().filter(|c| !c.closed.is_cancelled()) {
+            return Ok(conn);
+        }
+        let connect = tokio::time::timeout(self.connect_timeout, self.connect());
+        let conn = connect.await.map_err(|_| {
+            Unreachable(format!(
+                "connecting to {} timed out after {:?}",
+                self.addr, self.connect_timeout
+            ))
+        })??;
+        self.conn.store(Some(conn.clone()));
+        Ok(conn)
+    }
+
+    async fn connect(&self) -> Result<Arc<Conn>, Unreachable> {
+        let unreachable = |err: std::io::Error| Unreachable(format!("{}: {err}", self.addr));
+        let mut stream = TcpStream::connect(self.addr).await.map_err(unreachable)?;
+        stream.set_nodelay(true).map_err(unreachable)?;
+        tokio::io::AsyncWriteExt::write_all(&mut stream, PREFACE).await.map_err(unreachable)?;
+        let (reader, sink, direct) = self.transport.client(stream).await.map_err(unreachable)?;
+        let conn = Arc::new(Conn {
+            outbox: Outbox::default(),
+            wake_writer: Notify::new(),
+            direct,
+            waiting: Mutex::new(HashMap::new()),
+            next_id: AtomicU32::new(0),
+            closed: CancellationToken::new(),
+        });
+        tokio::spawn(run(conn.clone(), reader, sink, self.max_frame_bytes, self.coalesce));
+        Ok(conn)
+    }
+}
+
+impl Drop for PipeClient {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.load_full() {
+            conn.closed.cancel();
+        }
+    }
+}
+
+impl Conn {
+    fn lock_waiting(&self) -> std::sync::MutexGuard<'_, HashMap<u32, Answer>> {
+        self.waiting.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Writes the frame now if the socket allows and `queue` is false; else the writer does.
+    fn send(&self, frame: &[u8], queue: bool) {
+        let wake = match &self.direct {
+            Some(socket) if !queue => {
+                self.outbox.write_now(frame, |bytes| socket.try_write(bytes).unwrap_or(0))
+            }
+            _ => self.outbox.push(|frames| frames.extend_from_slice(frame)),
+        };
+        if wake {
+            self.wake_writer.notify_one();
+        }
+    }
+
+    /// Fails every caller still waiting; later calls open a new connection.
+    fn close(&self, reason: &str) {
+        self.closed.cancel();
+        for (_, answer) in self.lock_waiting().drain() {
+            let _ = answer.send(Err(Unreachable(reason.to_owned())));
+        }
+    }
+}
+
+/// Drives one connection until it fails or its client goes away.
+async fn run(conn: Arc<Conn>, reader: Reader, sink: Sink, max_frame_bytes: usize, coalesce: bool) {
+    let reason = tokio::select! {
+        biased;
+        reason = read_answers(&conn, reader, max_frame_bytes) => reason,
+        reason = write_requests(&conn, sink, coalesce) => reason,
+        () = conn.closed.cancelled() => "the peer client closed".to_owned(),
+    };
+    tracing::debug!(%reason, "pipe connection closed");
+    conn.close(&reason);
+}
+
+async fn read_answers(conn: &Conn, mut reader: Reader, max_frame_bytes: usize) -> String {
+    let mut buf = BytesMut::new();
+    loop {
+        match reader.read(&mut buf).await {
+            Ok(0) => return "the peer closed the pipe".to_owned(),
+            Ok(_) => {}
+            Err(err) => return format!("reading from the peer: {err}"),
+        }
+        let mut waiting = conn.lock_waiting();
+        loop {
+            match frame::decode(&mut buf, max_frame_bytes) {
+                Ok(Some(answer)) => {
+                    // An answer nobody waits for any more belonged to a caller that gave up.
+                    if let Some(caller) = waiting.remove(&answer.id) {
+                        let _ = caller.send(Ok(answer));
+                    }
+                }
+                Ok(None) => break,
+                Err(err) => return format!("the peer sent a bad frame: {err}"),
+            }
+        }
+    }
+}
+
+async fn write_requests(conn: &Conn, mut sink: Sink, coalesce: bool) -> String {
+    loop {
+        conn.wake_writer.notified().await;
+        if coalesce {
+            // Let the callers that are ready to run queue their frames first.
+            tokio::task::yield_now().await;
+        }
+        while let Some(frames) = conn.outbox.take() {
+            if let Err(err) = sink.write_all(&frames).await {
+                return format!("writing to the peer: {err}");
+            }
+        }
+    }
+}

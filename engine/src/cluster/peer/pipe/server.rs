@@ -1,0 +1,137 @@
+//! The owner's end of the pipe: answers a peer's requests in the order they complete.
+//!
+//! Requests the stores can answer are answered in the same pass that read them, and every
+//! answer of one pass leaves in one write, as Redis answers a pipeline. A request that must
+//! load runs in its own task and its answer is queued when the load lands.
+
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use distcache_proto::v1 as pb;
+use prost::Message;
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::frame::{self, Frame, Kind, Outbox};
+use super::stream::{Reader, Sink, Transport};
+use crate::engine::Engine;
+
+/// One connection's queue of answers and its writer's wake-up.
+#[derive(Debug, Default)]
+struct Answers {
+    outbox: Outbox,
+    wake_writer: Notify,
+}
+
+impl Answers {
+    fn push(&self, id: u32, response: &pb::GetResponse) {
+        if self.outbox.push(|frames| frame::encode(frames, id, Kind::Values, response)) {
+            self.wake_writer.notify_one();
+        }
+    }
+}
+
+/// Serves one connection whose preface was read, until the peer closes it, sends something
+/// that is not a request, or `shutdown` is cancelled.
+pub(crate) async fn serve_connection(
+    engine: Engine,
+    stream: TcpStream,
+    transport: Transport,
+    max_frame_bytes: usize,
+    shutdown: CancellationToken,
+) {
+    let peer = stream.peer_addr().ok();
+    let (reader, sink) = match transport.server(stream).await {
+        Ok(halves) => halves,
+        Err(err) => {
+            tracing::debug!(?peer, %err, "pipe handshake failed");
+            return;
+        }
+    };
+    let answers = Arc::new(Answers::default());
+    let reason = tokio::select! {
+        biased;
+        reason = read_requests(&engine, &answers, reader, max_frame_bytes) => reason,
+        reason = write_answers(&answers, sink) => reason,
+        () = shutdown.cancelled() => return,
+    };
+    match reason {
+        Closed::ByPeer => {}
+        Closed::Failed(reason) => tracing::warn!(?peer, %reason, "closed a peer's pipe"),
+    }
+}
+
+enum Closed {
+    ByPeer,
+    Failed(String),
+}
+
+async fn read_requests(
+    engine: &Engine,
+    answers: &Arc<Answers>,
+    mut reader: Reader,
+    max_frame_bytes: usize,
+) -> Closed {
+    let mut buf = BytesMut::new();
+    loop {
+        match reader.read(&mut buf).await {
+            Ok(0) => return Closed::ByPeer,
+            Ok(_) => {}
+            Err(err) => return Closed::Failed(format!("reading: {err}")),
+        }
+        loop {
+            match frame::decode(&mut buf, max_frame_bytes) {
+                Ok(Some(request)) => {
+                    if let Err(reason) = answer(engine, answers, request) {
+                        return Closed::Failed(reason);
+                    }
+                }
+                Ok(None) => break,
+                Err(err) => return Closed::Failed(err.to_string()),
+            }
+        }
+    }
+}
+
+/// Answers one request now, or starts the loads it needs.
+fn answer(engine: &Engine, answers: &Arc<Answers>, request: Frame) -> Result<(), String> {
+    let id = request.id;
+    match request.kind {
+        Kind::Get => {
+            let keys = decode::<pb::GetRequest>(request)?.keys;
+            match engine.serve_gets_now(&keys) {
+                Ok(outcomes) => answers.push(id, &pb::GetResponse { outcomes }),
+                Err(partial) => {
+                    let (engine, answers) = (engine.clone(), answers.clone());
+                    // Tracked with the engine's loads, so `stop` ends it.
+                    engine.clone().spawn_load(async move {
+                        let outcomes = engine.finish_gets(&keys, partial).await;
+                        answers.push(id, &pb::GetResponse { outcomes });
+                    });
+                }
+            }
+        }
+        Kind::Peek => {
+            let keys = decode::<pb::PeekRequest>(request)?.keys;
+            answers.push(id, &pb::GetResponse { outcomes: engine.serve_peeks(&keys) });
+        }
+        Kind::Values => return Err("a peer sent an answer where a request belongs".into()),
+    }
+    Ok(())
+}
+
+fn decode<M: Message + Default>(request: Frame) -> Result<M, String> {
+    M::decode(request.body).map_err(|err| format!("a malformed request: {err}"))
+}
+
+async fn write_answers(answers: &Answers, mut sink: Sink) -> Closed {
+    loop {
+        answers.wake_writer.notified().await;
+        while let Some(frames) = answers.outbox.take() {
+            if let Err(err) = sink.write_all(&frames).await {
+                return Closed::Failed(format!("writing: {err}"));
+            }
+        }
+    }
+}
