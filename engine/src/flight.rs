@@ -7,34 +7,37 @@
 //! waiters learn it from [`Flight::outcome`] and the next caller to join starts a new one.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicBool, Ordering, fence};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
 use bytes::Bytes;
-use tokio::sync::watch;
+use tokio::sync::Notify;
 use xxhash_rust::xxh3::xxh3_64;
 
 use crate::error::{Error, Result};
 
 const SHARDS: usize = 64;
 
-type Outcome = Option<Result<Bytes>>;
-
 /// One shard of a keyspace's flights, by key.
 type Shard = HashMap<String, Arc<Flight>>;
 
 /// One load in progress, shared by every caller that wants the same key.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub(crate) struct Flight {
     fenced: AtomicBool,
-    done: watch::Receiver<Outcome>,
+    /// Set once: the result, or `None` if the leader was dropped before it landed.
+    outcome: OnceLock<Option<Result<Bytes>>>,
+    /// Whether anyone joined as a follower (set under the shard lock), so that a flight
+    /// nobody else waits for lands without waking anyone.
+    followed: AtomicBool,
+    landed: Notify,
 }
 
-/// The leader's end of a flight: the one place its result is sent from.
+/// The leader's end of a flight: the one place its result is sent from. Dropped before
+/// sending, it abandons the flight.
 #[derive(Debug)]
 pub(crate) struct Completion {
     flight: Arc<Flight>,
-    tx: watch::Sender<Outcome>,
 }
 
 /// Holds a key's shard while a write lands; see [`Flights::fence`].
@@ -59,25 +62,53 @@ impl Flight {
 
     /// Waits for the load's result; `None` if the leader was dropped before it landed.
     pub(crate) async fn outcome(&self) -> Option<Result<Bytes>> {
-        let mut done = self.done.clone();
-        let outcome = done.wait_for(Option::is_some).await;
-        outcome.ok().and_then(|outcome| outcome.clone())
+        loop {
+            let landed = self.landed.notified();
+            tokio::pin!(landed);
+            // Registered before checking, so a landing in between still wakes this waiter.
+            landed.as_mut().enable();
+            // Pairs with the fence in `finish`: this waiter sees the outcome, or the leader
+            // sees `followed` and wakes it.
+            fence(Ordering::SeqCst);
+            if let Some(outcome) = self.outcome.get() {
+                return outcome.clone();
+            }
+            landed.await;
+        }
     }
 
-    /// Whether the leader was dropped without landing.
     fn is_abandoned(&self) -> bool {
-        self.done.has_changed().is_err() && self.done.borrow().is_none()
+        matches!(self.outcome.get(), Some(None))
+    }
+
+    fn finish(&self, outcome: Option<Result<Bytes>>) {
+        if self.outcome.set(outcome).is_err() {
+            return;
+        }
+        fence(Ordering::SeqCst);
+        if self.followed.load(Ordering::SeqCst) {
+            self.landed.notify_waiters();
+        }
     }
 }
 
 impl Completion {
-    /// The flight this completion answers.
+    /// The flight this completion answers, for a leader that waits on it apart from the
+    /// load (which then runs in its own task).
     pub(crate) fn flight(&self) -> &Arc<Flight> {
+        self.flight.followed.store(true, Ordering::SeqCst);
         &self.flight
     }
 
     fn send(self, result: Result<Bytes>) {
-        self.tx.send_replace(Some(result));
+        self.flight.finish(Some(result));
+    }
+}
+
+impl Drop for Completion {
+    fn drop(&mut self) {
+        // A no-op after `send`; otherwise the leader gave up and its followers must retry.
+        self.flight.finish(None);
     }
 }
 
@@ -102,12 +133,12 @@ impl Flights {
     pub(crate) fn join(&self, key: &str) -> Joined {
         let mut shard = self.shard(key);
         if let Some(flight) = shard.get(key).filter(|f| !f.is_abandoned()) {
+            flight.followed.store(true, Ordering::SeqCst);
             return Joined::Follower(flight.clone());
         }
-        let (tx, done) = watch::channel(None);
-        let flight = Arc::new(Flight { fenced: AtomicBool::new(false), done });
+        let flight = Arc::new(Flight::default());
         shard.insert(key.to_owned(), flight.clone());
-        Joined::Leader(Completion { flight, tx })
+        Joined::Leader(Completion { flight })
     }
 
     /// Fences any load in flight for `key` and holds the key's shard until the returned guard
@@ -145,5 +176,38 @@ impl Flights {
     /// Holds every shard, so no write or fill lands while the keyspace's store is swapped.
     pub(crate) fn freeze(&self) -> Vec<MutexGuard<'_, Shard>> {
         self.shards.iter().map(|s| s.lock().unwrap_or_else(PoisonError::into_inner)).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_landed_flight_answers_every_follower() {
+        let flights = Flights::new();
+        let Joined::Leader(completion) = flights.join("k") else { panic!("first joins lead") };
+        let followers: Vec<_> = (0..3)
+            .map(|_| match flights.join("k") {
+                Joined::Follower(flight) => tokio::spawn(async move { flight.wait().await }),
+                Joined::Leader(_) => panic!("later joins follow"),
+            })
+            .collect();
+        flights.land("k", completion, || {}, Ok(Bytes::from_static(b"v")));
+        for follower in followers {
+            assert_eq!(follower.await.unwrap().unwrap(), "v");
+        }
+        assert!(matches!(flights.join("k"), Joined::Leader(_)), "a landed flight left the map");
+    }
+
+    #[tokio::test]
+    async fn followers_of_an_abandoned_flight_learn_it_and_the_next_join_leads() {
+        let flights = Flights::new();
+        let Joined::Leader(completion) = flights.join("k") else { panic!("first joins lead") };
+        let Joined::Follower(flight) = flights.join("k") else { panic!("later joins follow") };
+        let follower = tokio::spawn(async move { flight.outcome().await });
+        drop(completion);
+        assert!(follower.await.unwrap().is_none(), "no outcome: the leader gave up");
+        assert!(matches!(flights.join("k"), Joined::Leader(_)), "a new leader asks anew");
     }
 }

@@ -100,8 +100,7 @@ impl Engine {
         key: &str,
         peer: &PeerClient,
     ) -> (Result<Bytes>, Option<Stored>) {
-        let timeout = space.current().read_timeout;
-        let outcome = peer.get(key_ref(space, key), timeout).await;
+        let outcome = peer.get(key_ref(space, key)).await;
         self.settle(space, key, outcome).await
     }
 

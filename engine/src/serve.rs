@@ -61,7 +61,7 @@ impl Engine {
     ) -> std::result::Result<Vec<pb::GetOutcome>, Vec<Option<pb::GetOutcome>>> {
         let outcomes: Vec<Option<pb::GetOutcome>> = keys
             .iter()
-            .map(|k| self.serve_get_now(&k.keyspace, &k.key).map(|r| wire::get_outcome(r)))
+            .map(|k| self.serve_get_now(&k.keyspace, &k.key).map(wire::get_outcome))
             .collect();
         if outcomes.iter().all(Option::is_some) {
             return Ok(outcomes.into_iter().flatten().collect());

@@ -105,3 +105,87 @@ async fn malformed_or_oversized_peer_messages_get_an_error_not_a_panic() {
     assert_eq!(cluster.engine(1).get(KEYSPACE, &key).await.unwrap(), value_of(&key));
     cluster.stop().await;
 }
+
+/// A pipe frame: length, id, kind, protobuf body (see the engine's `pipe::frame`).
+fn pipe_frame(id: u32, kind: u8, body: &[u8]) -> Vec<u8> {
+    let mut frame = ((body.len() + 5) as u32).to_be_bytes().to_vec();
+    frame.extend_from_slice(&id.to_be_bytes());
+    frame.push(kind);
+    frame.extend_from_slice(body);
+    frame
+}
+
+fn pipe_get(id: u32, key: &str) -> Vec<u8> {
+    let request = pb::GetRequest { keys: vec![key_ref(KEYSPACE, key)], forwarded: true };
+    pipe_frame(id, 1, &prost::Message::encode_to_vec(&request))
+}
+
+/// Reads one answer frame: its id and response.
+async fn read_answer(socket: &mut tokio::net::TcpStream) -> (u32, pb::GetResponse) {
+    let mut header = [0u8; 9];
+    timeout(WITHIN, socket.read_exact(&mut header)).await.unwrap().unwrap();
+    let length = u32::from_be_bytes(header[..4].try_into().unwrap()) as usize;
+    let id = u32::from_be_bytes(header[4..8].try_into().unwrap());
+    assert_eq!(header[8], 3, "an answer frame");
+    let mut body = vec![0u8; length - 5];
+    timeout(WITHIN, socket.read_exact(&mut body)).await.unwrap().unwrap();
+    (id, prost::Message::decode(&body[..]).unwrap())
+}
+
+async fn open_pipe(cluster: &TestCluster, node: usize) -> tokio::net::TcpStream {
+    let addr = cluster.engine(node).peer_addr().unwrap();
+    let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
+    socket.write_all(b"DCP\x01").await.unwrap();
+    socket
+}
+
+async fn assert_hangs_up(mut socket: tokio::net::TcpStream, bytes: &[u8]) {
+    socket.write_all(bytes).await.unwrap();
+    let mut rest = Vec::new();
+    let closed = timeout(WITHIN, socket.read_to_end(&mut rest)).await;
+    assert!(matches!(closed, Ok(Ok(0))), "the node hung up: {closed:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_get_pipe_answers_pipelined_requests_and_hangs_up_on_bad_frames() {
+    let options =
+        Options { configure: |config| config.with_max_message_bytes(1024), ..Options::default() };
+    let cluster = TestCluster::start_with(2, options).await;
+    let node = 0;
+
+    // Three requests in one write: a key to load, a key that is missing, an empty key; each
+    // answer carries its request's id.
+    let mut socket = open_pipe(&cluster, node).await;
+    let mut requests = pipe_get(7, "a");
+    requests.extend(pipe_get(8, "missing-x"));
+    requests.extend(pipe_get(9, ""));
+    socket.write_all(&requests).await.unwrap();
+    let mut answers = std::collections::HashMap::new();
+    for _ in 0..3 {
+        let (id, response) = read_answer(&mut socket).await;
+        let outcome = response.outcomes.into_iter().next().and_then(|o| o.outcome).unwrap();
+        answers.insert(id, outcome);
+    }
+    assert!(matches!(&answers[&7], Outcome::Value(v) if v.value == value_of("a")));
+    assert_eq!(code(&answers[&8]), Some(Code::NotFound));
+    assert_eq!(code(&answers[&9]), Some(Code::InvalidArgument));
+
+    // Frames the node cannot read end the connection, and nothing else.
+    let oversized = pipe_get(1, &"k".repeat(2048));
+    assert_hangs_up(open_pipe(&cluster, node).await, &oversized).await;
+    assert_hangs_up(open_pipe(&cluster, node).await, &pipe_frame(1, 99, b"")).await;
+    assert_hangs_up(open_pipe(&cluster, node).await, &pipe_frame(1, 1, &[0x0a, 0xff, 0x0f])).await;
+    assert_hangs_up(open_pipe(&cluster, node).await, &pipe_frame(1, 3, b"")).await;
+    assert_hangs_up(open_pipe(&cluster, node).await, &[0, 0, 0, 1, 0]).await;
+
+    // The first connection, and peers, are served as before.
+    socket.write_all(&pipe_get(10, "b")).await.unwrap();
+    let (id, response) = read_answer(&mut socket).await;
+    assert_eq!(id, 10);
+    assert!(
+        matches!(&response.outcomes[0].outcome, Some(Outcome::Value(v)) if v.value == value_of("b"))
+    );
+    let key = cluster.key_owned_by(node, "peer-after");
+    assert_eq!(cluster.engine(1).get(KEYSPACE, &key).await.unwrap(), value_of(&key));
+    cluster.stop().await;
+}

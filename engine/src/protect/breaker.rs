@@ -2,6 +2,7 @@
 //! exactly one probe after a cooldown.
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -29,6 +30,8 @@ enum State {
 #[derive(Debug)]
 pub(crate) struct Breaker {
     state: Mutex<State>,
+    /// Closed with no failures counted: the common case, answered without the lock.
+    healthy: AtomicBool,
     threshold: u32,
     cooldown: Duration,
 }
@@ -37,6 +40,7 @@ impl Breaker {
     pub(crate) fn new(threshold: u32, cooldown: Duration) -> Self {
         Breaker {
             state: Mutex::new(State::Closed { failures: 0 }),
+            healthy: AtomicBool::new(true),
             threshold: threshold.max(1),
             cooldown,
         }
@@ -49,6 +53,9 @@ impl Breaker {
     /// Whether a call may go ahead now. In half-open only the first caller gets through; it
     /// must report its outcome with [`record`](Self::record).
     pub(crate) fn allow(&self) -> bool {
+        if self.healthy.load(Ordering::Acquire) {
+            return true;
+        }
         let mut state = self.lock();
         match *state {
             State::Closed { .. } => true,
@@ -63,6 +70,9 @@ impl Breaker {
 
     /// Reports the outcome of an allowed call.
     pub(crate) fn record(&self, success: bool) {
+        if success && self.healthy.load(Ordering::Acquire) {
+            return;
+        }
         let mut state = self.lock();
         *state = match (&*state, success) {
             (_, true) => State::Closed { failures: 0 },
@@ -71,6 +81,7 @@ impl Breaker {
             }
             (_, false) => State::Open { until: cooldown_end(self.cooldown) },
         };
+        self.healthy.store(success, Ordering::Release);
     }
 
     /// Like [`allow`](Self::allow), returning a guard that reports the outcome, or releases the
@@ -81,6 +92,9 @@ impl Breaker {
 
     /// Releases a half-open probe that ended without telling anything (cancelled).
     pub(crate) fn release(&self) {
+        if self.healthy.load(Ordering::Acquire) {
+            return;
+        }
         if let State::HalfOpen { probing } = &mut *self.lock() {
             *probing = false;
         }

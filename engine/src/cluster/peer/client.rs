@@ -7,7 +7,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use distcache_proto::v1::{self as pb, peer_client::PeerClient as Rpc};
 use tonic::transport::{Channel, Endpoint};
-use tracing::Instrument;
 
 use super::pipe::{PipeClient, frame::Kind};
 use crate::cluster::config::ClusterConfig;
@@ -92,14 +91,12 @@ impl PeerClient {
         self.breaker.state()
     }
 
-    /// Gets one key.
-    pub(crate) async fn get(
-        &self,
-        key: pb::KeyRef,
-        timeout: Duration,
-    ) -> Result<Result<RemoteValue>, Unreachable> {
-        let mut outcomes = self.get_many(vec![key], timeout).await?;
-        outcomes.pop().ok_or_else(|| Unreachable("the peer answered no outcome".into()))
+    /// Gets one key. The caller bounds the wait (a get's read timeout covers it whole), which
+    /// spares the hot path a second timer.
+    pub(crate) async fn get(&self, key: pb::KeyRef) -> Result<Result<RemoteValue>, Unreachable> {
+        let request = pb::GetRequest { keys: vec![key], forwarded: true };
+        let outcome = self.pipe_call(Kind::Get, &request, None).await?.into_iter().next();
+        outcome.map(get_outcome).ok_or_else(|| Unreachable("the peer answered no outcome".into()))
     }
 
     /// Gets many keys in one call; outcomes in request order.
@@ -110,7 +107,7 @@ impl PeerClient {
     ) -> Result<GetOutcomes, Unreachable> {
         let expected = keys.len();
         let request = pb::GetRequest { keys, forwarded: true };
-        let outcomes = self.pipe_call(Kind::Get, &request, timeout).await?;
+        let outcomes = self.pipe_call(Kind::Get, &request, Some(timeout)).await?;
         if outcomes.len() != expected {
             return Err(Unreachable(format!(
                 "peer {} answered {} outcomes for {expected} keys",
@@ -128,7 +125,7 @@ impl PeerClient {
         timeout: Duration,
     ) -> Result<Result<RemoteValue>, Unreachable> {
         let request = pb::PeekRequest { keys: vec![key] };
-        let outcome = self.pipe_call(Kind::Peek, &request, timeout).await?.into_iter().next();
+        let outcome = self.pipe_call(Kind::Peek, &request, Some(timeout)).await?.into_iter().next();
         outcome.map(get_outcome).ok_or_else(|| Unreachable("the peer answered no outcome".into()))
     }
 
@@ -137,7 +134,7 @@ impl PeerClient {
         &self,
         kind: Kind,
         request: &impl prost::Message,
-        timeout: Duration,
+        timeout: Option<Duration>,
     ) -> Result<Vec<pb::GetOutcome>, Unreachable> {
         let call = async {
             let answer = self.pipe.call(kind, request).await.map_err(|e| e.0)?;
@@ -243,26 +240,27 @@ impl PeerClient {
                 },
             )
         };
-        self.guarded(timeout, call).await
+        self.guarded(Some(timeout), call).await
     }
 
-    /// Runs a call under the breaker and a deadline, recording it in the metrics. The call
-    /// fails with a reason and whether the failure counts against the peer's health.
+    /// Runs a call under the breaker and a deadline (`None`: the caller's), recording it in the
+    /// metrics. The call fails with a reason and whether the failure counts against the
+    /// peer's health.
     async fn guarded<T>(
         &self,
-        timeout: Duration,
+        timeout: Option<Duration>,
         call: impl Future<Output = Result<T, (String, bool)>>,
     ) -> Result<T, Unreachable> {
         let breaker_open =
             || Unreachable(format!("peer {} is failing (breaker open)", self.member.node_id));
-        if !self.breaker.allow() {
-            return Err(breaker_open());
-        }
         let Some(probe) = self.breaker.try_probe() else { return Err(breaker_open()) };
         let started = tokio::time::Instant::now();
-        let span = tracing::debug_span!("distcache.peer_call", peer = %self.member.node_id);
-        let outcome = tokio::time::timeout(timeout, call).instrument(span).await;
-        let result = outcome.unwrap_or_else(|_| Err(("peer call timed out".to_owned(), true)));
+        let result = match timeout {
+            Some(timeout) => tokio::time::timeout(timeout, call)
+                .await
+                .unwrap_or_else(|_| Err(("peer call timed out".to_owned(), true))),
+            None => call.await,
+        };
         self.metrics.peer_call(&self.member.node_id, started.elapsed(), result.is_ok());
         probe.record(!matches!(result, Err((_, true))));
         result.map_err(|(reason, _)| {

@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -47,6 +47,8 @@ struct Conn {
     direct: Option<Arc<tokio::net::tcp::OwnedWriteHalf>>,
     waiting: Mutex<HashMap<u32, Answer>>,
     next_id: AtomicU32,
+    /// Set once the connection failed or its client went away (checked on every call).
+    is_closed: AtomicBool,
     closed: CancellationToken,
 }
 
@@ -92,6 +94,10 @@ impl PipeClient {
             waiting.len() > 1
         };
         let _registration = Registration { conn: &conn, id };
+        // A connection that closed before the registration would never answer it.
+        if conn.is_closed.load(Ordering::Acquire) {
+            return Err(Unreachable("the pipe connection closed".into()));
+        }
         let mut request = BytesMut::new();
         frame::encode(&mut request, id, kind, body);
         conn.send(&request, self.coalesce && others_out);
@@ -100,11 +106,11 @@ impl PipeClient {
 
     /// The open connection, connecting if there is none.
     async fn connection(&self) -> Result<Arc<Conn>, Unreachable> {
-        if let Some(conn) = self.conn.load_full().filter(|c| !c.closed.is_cancelled()) {
+        if let Some(conn) = self.conn.load_full().filter(|c| !c.is_closed.load(Ordering::Acquire)) {
             return Ok(conn);
         }
         let _connecting = self.connecting.lock().await;
-        if let Some(conn) = self.conn.load_full().filter(|c| !c.closed.is_cancelled()) {
+        if let Some(conn) = self.conn.load_full().filter(|c| !c.is_closed.load(Ordering::Acquire)) {
             return Ok(conn);
         }
         let connect = tokio::time::timeout(self.connect_timeout, self.connect());
@@ -130,6 +136,7 @@ impl PipeClient {
             direct,
             waiting: Mutex::new(HashMap::new()),
             next_id: AtomicU32::new(0),
+            is_closed: AtomicBool::new(false),
             closed: CancellationToken::new(),
         });
         tokio::spawn(run(conn.clone(), reader, sink, self.max_frame_bytes, self.coalesce));
@@ -165,6 +172,7 @@ impl Conn {
 
     /// Fails every caller still waiting; later calls open a new connection.
     fn close(&self, reason: &str) {
+        self.is_closed.store(true, Ordering::Release);
         self.closed.cancel();
         for (_, answer) in self.lock_waiting().drain() {
             let _ = answer.send(Err(Unreachable(reason.to_owned())));
