@@ -198,10 +198,11 @@ impl Metrics {
     }
 
     /// Records one call to a peer.
-    pub(crate) fn peer_call(&self, peer: &str, elapsed: Duration, ok: bool) {
+    pub(crate) fn peer_call(&self, peer: &std::sync::Arc<str>, elapsed: Duration, ok: bool) {
         let outcome = if ok { "ok" } else { "error" };
-        let attributes =
-            [KeyValue::new("peer", peer.to_owned()), KeyValue::new("outcome", outcome)];
+        // The node id is shared, not copied: this runs on every peer get.
+        let peer = opentelemetry::StringValue::from(peer.clone());
+        let attributes = [KeyValue::new("peer", peer), KeyValue::new("outcome", outcome)];
         self.peer_call_duration.record(elapsed.as_secs_f64(), &attributes);
     }
 }

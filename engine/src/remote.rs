@@ -92,8 +92,9 @@ impl Engine {
         }
     }
 
-    /// Asks the owner; if it cannot be reached, loads here without keeping the value in the
-    /// main store. Errors the owner reports (not found, data source failures) are final.
+    /// Asks the owner; if it cannot be reached, asks the key's next owner, or else loads here
+    /// without keeping the value in the main store. Errors the owner reports (not found, data
+    /// source failures) are final.
     async fn ask_owner(
         &self,
         space: &Space,
@@ -101,7 +102,7 @@ impl Engine {
         peer: &PeerClient,
     ) -> (Result<Bytes>, Option<Stored>) {
         let outcome = peer.get(key_ref(space, key)).await;
-        self.settle(space, key, outcome).await
+        self.settle(space, key, peer, outcome).await
     }
 
     /// Turns an owner's answer into the caller's result and what to keep in the hot cache.
@@ -109,6 +110,7 @@ impl Engine {
         &self,
         space: &Space,
         key: &str,
+        owner: &PeerClient,
         outcome: Result<Result<RemoteValue>, Unreachable>,
     ) -> (Result<Bytes>, Option<Stored>) {
         match outcome {
@@ -120,12 +122,39 @@ impl Engine {
             // A stopping owner cannot serve; treat it as unreachable.
             Ok(Err(Error::Unavailable(reason))) | Err(Unreachable(reason)) => {
                 bump(&space.stats.local().peer_errors);
+                if let Some(answer) = self.ask_successor(space, key, owner).await {
+                    return answer;
+                }
                 tracing::debug!(%reason, key, "owner unreachable; loading here");
                 let keep_for =
                     self.cluster().map_or(std::time::Duration::ZERO, |c| c.config.hot_max_ttl);
                 space.load_fallback(key, keep_for).await
             }
             Ok(Err(err)) => (Err(err), None),
+        }
+    }
+
+    /// While an unreachable owner is still in the ring, the key's next owner (its owner once
+    /// the failure is detected) loads it and keeps it: the value is fetched once, not here now
+    /// and there again later. `None` when this node is the next owner or it cannot answer.
+    async fn ask_successor(
+        &self,
+        space: &Space,
+        key: &str,
+        failed: &PeerClient,
+    ) -> Option<(Result<Bytes>, Option<Stored>)> {
+        let next = self.cluster()?.successor(key, &failed.member().node_id)?;
+        // A failure path: the timer is cheap here, and `get_many` has no outer one.
+        let timeout = space.current().read_timeout;
+        let answer = tokio::time::timeout(timeout, next.get(key_ref(space, key))).await.ok()?;
+        match answer {
+            Ok(Ok(remote)) => {
+                bump(&space.stats.local().peer_loads);
+                let hot = self.hot_entry(space, key, &remote);
+                Some((Ok(remote.value), hot))
+            }
+            Ok(Err(Error::Unavailable(_))) | Err(_) => None,
+            Ok(Err(err)) => Some((Err(err), None)),
         }
     }
 
@@ -201,7 +230,7 @@ impl Engine {
                 Err(unreachable) => items.iter().map(|_| Err(unreachable.clone())).collect(),
             };
         let settled = items.into_iter().zip(outcomes).map(|((index, key), outcome)| async move {
-            let (result, hot) = self.settle(space, key, outcome).await;
+            let (result, hot) = self.settle(space, key, peer, outcome).await;
             if let Some(stored) = hot {
                 space.admit_hot(key, stored, mark);
             }

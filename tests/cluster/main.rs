@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use bytes::{Buf, BufMut};
 use common::{KEYSPACE, Options, TestCluster, value_of};
-use distcache::{BreakerState, ClusterEvent, Engine, Error, KeySpace};
+use distcache::{BreakerState, ClusterEvent, Engine, Error, KeySpace, Member, Ring};
 use distcache_proto::v1::{self as pb, Code, get_outcome::Outcome, peer_client::PeerClient};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::broadcast;

@@ -154,24 +154,50 @@ async fn an_unreachable_owner_is_loaded_around_without_filling_the_main_store() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_crashed_owner_is_loaded_around_before_the_ring_changes() {
+async fn a_crashed_owners_keys_go_to_their_next_owner_before_the_ring_changes() {
     let options = Options {
         // Failure detection that never fires within the test: the ring keeps the dead node.
         configure: |config| config.with_phi_threshold(1e9),
         ..Options::default()
     };
     let mut cluster = TestCluster::start_with(3, options).await;
-    let (caller, victim) = (0, 2);
-    let key = cluster.key_owned_by(victim, "crashed");
+    let (caller, other, victim) = (0, 1, 2);
+    // The owner each of the victim's keys gets once the victim leaves the ring.
+    let ring = cluster.engine(caller).ring().unwrap();
+    let victim_id = cluster.engine(victim).node_id().unwrap();
+    let survivors: Vec<Member> =
+        ring.members().iter().filter(|m| *m.node_id != *victim_id).cloned().collect();
+    let next_ring = Ring::new(0, survivors);
+    let next_owner = |key: &String| {
+        let owner = next_ring.owner(key).unwrap().node_id.clone();
+        (0..3).find(|&n| cluster.engine(n).node_id().as_deref() == Some(&*owner)).unwrap()
+    };
+    let keys = cluster.keys_owned_by(victim, "crashed", 40);
+    let to_other = keys.iter().find(|k| next_owner(k) == other).unwrap().clone();
+    let to_caller = keys.iter().find(|k| next_owner(k) == caller).unwrap().clone();
     cluster.kill_node(victim).await;
 
+    // The other survivor will own this key: it loads and keeps it now.
     let before = cluster.stats(caller);
-    assert_eq!(cluster.engine(caller).get(KEYSPACE, &key).await.unwrap(), value_of(&key));
+    assert_eq!(cluster.engine(caller).get(KEYSPACE, &to_other).await.unwrap(), value_of(&to_other));
     assert!(ring_has(&cluster, caller, victim), "the ring had not changed yet");
     let after = cluster.stats(caller);
-    assert_eq!(after.fallback_loads, before.fallback_loads + 1);
-    assert_eq!(after.entries, before.entries, "not stored in the caller's main store");
-    assert_eq!(cluster.fetches(caller), 1);
+    assert_eq!(
+        (after.fallback_loads, after.peer_loads),
+        (before.fallback_loads, before.peer_loads + 1)
+    );
+    assert_eq!((cluster.fetches(caller), cluster.fetches(other)), (0, 1));
+    assert_eq!(cluster.stats(other).entries, 1, "kept by its next owner");
+
+    // This node will own this one: it loads it, keeping it only briefly, off the main store.
+    assert_eq!(
+        cluster.engine(caller).get(KEYSPACE, &to_caller).await.unwrap(),
+        value_of(&to_caller)
+    );
+    let last = cluster.stats(caller);
+    assert_eq!(last.fallback_loads, after.fallback_loads + 1);
+    assert_eq!(last.entries, before.entries, "not stored in the caller's main store");
+    assert_eq!((cluster.fetches(caller), cluster.fetches(other)), (1, 1));
     assert_eq!(cluster.fetches(victim), 0);
     cluster.stop().await;
 }

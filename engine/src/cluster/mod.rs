@@ -228,6 +228,17 @@ impl Cluster {
         }
     }
 
+    /// The peer that will own `key` once the unreachable `gone` leaves the ring; `None` when
+    /// that is this node (or nobody).
+    pub(crate) fn successor(&self, key: &str, gone: &str) -> Option<Arc<PeerClient>> {
+        let ring = self.ring.load();
+        let next = ring.successor(key, gone)?;
+        if *next.node_id == *self.me.node_id {
+            return None;
+        }
+        self.peers.load().get(&next.node_id).cloned()
+    }
+
     /// The previous owner of `key`, while a recent ring change lets new owners ask it first:
     /// its owner in the ring before the change, or, if that was this node (it just joined),
     /// its owner among the other members.

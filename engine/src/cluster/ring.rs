@@ -28,6 +28,8 @@ pub struct Member {
 pub struct Ring {
     epoch: u64,
     members: Vec<Member>,
+    /// The members' hashes, in member order, for scoring partitions.
+    seeds: Vec<u64>,
     /// Index into `members` per partition.
     owners: Box<[u16]>,
 }
@@ -55,7 +57,7 @@ impl Ring {
                 best as u16
             })
             .collect();
-        Ring { epoch, members, owners }
+        Ring { epoch, members, seeds, owners }
     }
 
     /// The ring's epoch: higher is newer on this node.
@@ -76,6 +78,19 @@ impl Ring {
     /// The owner of `key`, or `None` when the ring is empty.
     pub fn owner(&self, key: &str) -> Option<&Member> {
         self.members.get(usize::from(self.owners[Self::partition(key)]))
+    }
+
+    /// The owner `key` would have if `gone` left the ring: the member with the next best score
+    /// for its partition (rendezvous hashing moves only the leaver's keys). `None` when no
+    /// other member remains.
+    pub(crate) fn successor(&self, key: &str, gone: &str) -> Option<&Member> {
+        let partition = Self::partition(key) as u64;
+        self.members
+            .iter()
+            .zip(&self.seeds)
+            .filter(|(member, _)| &*member.node_id != gone)
+            .max_by_key(|(_, seed)| mix(partition, **seed))
+            .map(|(member, _)| member)
     }
 
     /// The fraction of partitions (and so of keys) each member owns, in member order.
