@@ -12,9 +12,10 @@
 //! - Every step is counted in per-keyspace, per-thread-striped counters (`stats`).
 //!
 //! In a cluster (`cluster`), the ring names each key's owner: a miss on another node asks the
-//! owner over the peer protocol (`remote`; the owner answers in `serve`), values from peers may
-//! be kept in a small hot cache, and writes go through the owner, which invalidates every other
-//! node's hot copy. Membership is gossip; peers are found by a
+//! owner over the peer protocol (`remote`, gets pipelined on one connection per peer; the owner
+//! answers in `serve`; while an unreachable owner is still in the ring, the key's next owner
+//! answers instead), values from peers may be kept in a small hot cache, and writes go through
+//! the owner, which invalidates every other node's hot copy. Membership is gossip; peers are found by a
 //! [`Discovery`](distcache_discovery::Discovery) provider.
 //!
 //! Errors are one cloneable [`Error`]; configuration is [`Config`] with [`KeySpace`] definitions.

@@ -2,8 +2,10 @@
 //!
 //! - `membership`: chitchat gossip over UDP (`transport`) says who is live and ready.
 //! - `ring`: the ready members become an ownership table with an epoch.
-//! - `peer`: one [`PeerClient`](peer::PeerClient) per peer (batched gets, breaker), and the
-//!   gRPC service (`peer::server`) that answers peers; `wire` converts messages.
+//! - `peer`: one [`PeerClient`](peer::PeerClient) per peer (gets and peeks pipelined on one
+//!   connection, everything else over gRPC, behind a breaker), and the peer port
+//!   (`peer::listener`) where the pipe and the gRPC service (`peer::server`) answer peers;
+//!   `wire` converts messages.
 //! - [`Cluster`] ties them: it routes keys, watches membership, re-asks discovery on an
 //!   interval and publishes [`ClusterEvent`]s.
 
