@@ -15,8 +15,8 @@
 //! owner over the peer protocol (`remote`, gets pipelined on one connection per peer; the owner
 //! answers in `serve`; while an unreachable owner is still in the ring, the key's next owner
 //! answers instead), values from peers may be kept in a small hot cache, and writes go through
-//! the owner, which invalidates every other node's hot copy. Membership is gossip; peers are found by a
-//! [`Discovery`](distcache_discovery::Discovery) provider.
+//! the owner, which invalidates every other node's hot copy. Membership is gossip; peers are
+//! found by a [`Discovery`](distcache_discovery::Discovery) provider.
 //!
 //! Errors are one cloneable [`Error`]; configuration is [`Config`] with [`KeySpace`] definitions.
 #![warn(clippy::unwrap_used, clippy::expect_used)]
