@@ -35,7 +35,8 @@ pub(crate) struct PipeClient {
     /// concurrent requests share writes.
     coalesce: bool,
     conn: ArcSwapOption<Conn>,
-    connecting: tokio::sync::Mutex<()>,
+    /// Held while connecting; holds the last failed attempt.
+    connecting: tokio::sync::Mutex<Option<(tokio::time::Instant, Unreachable)>>,
 }
 
 /// One open connection.
@@ -79,7 +80,7 @@ impl PipeClient {
             max_frame_bytes,
             coalesce,
             conn: ArcSwapOption::empty(),
-            connecting: tokio::sync::Mutex::new(()),
+            connecting: tokio::sync::Mutex::new(None),
         }
     }
 
@@ -104,24 +105,44 @@ impl PipeClient {
         answered.await.map_err(|_| Unreachable("the pipe connection closed".into()))?
     }
 
-    /// The open connection, connecting if there is none.
+    /// The open connection, connecting if there is none. Callers that queued behind a
+    /// connection attempt that failed share its failure rather than each trying in turn (a
+    /// silent host would cost every one of them a full connect timeout).
     async fn connection(&self) -> Result<Arc<Conn>, Unreachable> {
-        if let Some(conn) = self.conn.load_full().filter(|c| !c.is_closed.load(Ordering::Acquire)) {
+        if let Some(conn) = self.open_conn() {
             return Ok(conn);
         }
-        let _connecting = self.connecting.lock().await;
-        if let Some(conn) = self.conn.load_full().filter(|c| !c.is_closed.load(Ordering::Acquire)) {
+        let asked_at = tokio::time::Instant::now();
+        let mut last_failure = self.connecting.lock().await;
+        if let Some(conn) = self.open_conn() {
             return Ok(conn);
+        }
+        if let Some((failed_at, reason)) = &*last_failure
+            && *failed_at >= asked_at
+        {
+            return Err(reason.clone());
         }
         let connect = tokio::time::timeout(self.connect_timeout, self.connect());
-        let conn = connect.await.map_err(|_| {
-            Unreachable(format!(
+        let connected = connect.await.unwrap_or_else(|_| {
+            Err(Unreachable(format!(
                 "connecting to {} timed out after {:?}",
                 self.addr, self.connect_timeout
-            ))
-        })??;
-        self.conn.store(Some(conn.clone()));
-        Ok(conn)
+            )))
+        });
+        match connected {
+            Ok(conn) => {
+                self.conn.store(Some(conn.clone()));
+                Ok(conn)
+            }
+            Err(failure) => {
+                *last_failure = Some((tokio::time::Instant::now(), failure.clone()));
+                Err(failure)
+            }
+        }
+    }
+
+    fn open_conn(&self) -> Option<Arc<Conn>> {
+        self.conn.load_full().filter(|c| !c.is_closed.load(Ordering::Acquire))
     }
 
     async fn connect(&self) -> Result<Arc<Conn>, Unreachable> {
