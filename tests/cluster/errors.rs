@@ -178,6 +178,16 @@ async fn the_get_pipe_answers_pipelined_requests_and_hangs_up_on_bad_frames() {
     assert_hangs_up(open_pipe(&cluster, node).await, &pipe_frame(1, 3, b"")).await;
     assert_hangs_up(open_pipe(&cluster, node).await, &[0, 0, 0, 1, 0]).await;
 
+    // A batch over the limit is refused before it leaves the caller: its keys are loaded
+    // around the owner, and the caller's pipe to it keeps serving.
+    let big = cluster.keys_owned_by(node, &"b".repeat(200), 8);
+    let before = cluster.stats(1);
+    let values = cluster.engine(1).get_many(KEYSPACE, &big).await.unwrap();
+    for (key, value) in big.iter().zip(values) {
+        assert_eq!(value.unwrap(), value_of(key));
+    }
+    assert_eq!(cluster.stats(1).fallback_loads, before.fallback_loads + 8);
+
     // The first connection, and peers, are served as before.
     socket.write_all(&pipe_get(10, "b")).await.unwrap();
     let (id, response) = read_answer(&mut socket).await;
@@ -187,5 +197,6 @@ async fn the_get_pipe_answers_pipelined_requests_and_hangs_up_on_bad_frames() {
     );
     let key = cluster.key_owned_by(node, "peer-after");
     assert_eq!(cluster.engine(1).get(KEYSPACE, &key).await.unwrap(), value_of(&key));
+    assert_eq!(cluster.stats(1).peer_loads, before.peer_loads + 1);
     cluster.stop().await;
 }

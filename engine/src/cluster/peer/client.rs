@@ -136,6 +136,8 @@ impl PeerClient {
         request: &impl prost::Message,
         timeout: Option<Duration>,
     ) -> Result<Vec<pb::GetOutcome>, Unreachable> {
+        // Not the peer's fault: refused before the breaker counts anything.
+        self.pipe.check_size(request)?;
         let call = async {
             let answer = self.pipe.call(kind, request).await.map_err(|e| e.0)?;
             match answer.kind {

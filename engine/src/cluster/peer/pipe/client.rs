@@ -84,6 +84,19 @@ impl PipeClient {
         }
     }
 
+    /// Refuses a request over the message limit before it is sent: the peer would hang up on
+    /// it, failing every other request out on the connection.
+    pub(crate) fn check_size(&self, body: &impl Message) -> Result<(), Unreachable> {
+        let length = frame::length_of(body);
+        if length > self.max_frame_bytes {
+            return Err(Unreachable(format!(
+                "a request of {length} bytes is over the {}-byte message limit",
+                self.max_frame_bytes
+            )));
+        }
+        Ok(())
+    }
+
     /// Sends one request and waits for its answer (the caller bounds the wait).
     pub(crate) async fn call(&self, kind: Kind, body: &impl Message) -> Result<Frame, Unreachable> {
         let conn = self.connection().await?;

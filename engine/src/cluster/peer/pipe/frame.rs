@@ -58,9 +58,15 @@ pub(crate) enum FrameError {
     UnknownKind(u8),
 }
 
+/// The length field of a frame holding `body`: the bytes after the field itself, which is
+/// what a receiver holds against its limit.
+pub(crate) fn length_of(body: &impl Message) -> usize {
+    body.encoded_len() + HEADER - 4
+}
+
 /// Appends one frame holding `body` to `out`.
 pub(crate) fn encode(out: &mut BytesMut, id: u32, kind: Kind, body: &impl Message) {
-    let length = body.encoded_len() + HEADER - 4;
+    let length = length_of(body);
     out.reserve(length + 4);
     out.put_u32(u32::try_from(length).unwrap_or(u32::MAX));
     out.put_u32(id);
