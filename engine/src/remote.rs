@@ -114,11 +114,7 @@ impl Engine {
         outcome: Result<Result<RemoteValue>, Unreachable>,
     ) -> (Result<Bytes>, Option<Stored>) {
         match outcome {
-            Ok(Ok(remote)) => {
-                bump(&space.stats.local().peer_loads);
-                let hot = self.hot_entry(space, key, &remote);
-                (Ok(remote.value), hot)
-            }
+            Ok(Ok(remote)) => self.accept(space, key, remote),
             // A stopping owner cannot serve; treat it as unreachable.
             Ok(Err(Error::Unavailable(reason))) | Err(Unreachable(reason)) => {
                 bump(&space.stats.local().peer_errors);
@@ -148,14 +144,22 @@ impl Engine {
         let timeout = space.current().read_timeout;
         let answer = tokio::time::timeout(timeout, next.get(key_ref(space, key))).await.ok()?;
         match answer {
-            Ok(Ok(remote)) => {
-                bump(&space.stats.local().peer_loads);
-                let hot = self.hot_entry(space, key, &remote);
-                Some((Ok(remote.value), hot))
-            }
+            Ok(Ok(remote)) => Some(self.accept(space, key, remote)),
             Ok(Err(Error::Unavailable(_))) | Err(_) => None,
             Ok(Err(err)) => Some((Err(err), None)),
         }
+    }
+
+    /// A value a peer sent: counted, and what to keep of it in the hot cache.
+    fn accept(
+        &self,
+        space: &Space,
+        key: &str,
+        remote: RemoteValue,
+    ) -> (Result<Bytes>, Option<Stored>) {
+        bump(&space.stats.local().peer_loads);
+        let hot = self.hot_entry(space, key, &remote);
+        (Ok(remote.value), hot)
     }
 
     /// The hot-cache entry for a value from its owner, if the owner says it is popular enough.

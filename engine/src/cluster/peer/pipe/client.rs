@@ -15,10 +15,11 @@ use arc_swap::ArcSwapOption;
 use bytes::BytesMut;
 use prost::Message;
 use tokio::net::TcpStream;
-use tokio::sync::{Notify, oneshot};
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
-use super::frame::{self, Frame, Kind, Outbox, PREFACE};
+use super::frame::{self, Frame, Kind, PREFACE};
+use super::outbox::Outbox;
 use super::stream::{Reader, Sink, Transport};
 use crate::cluster::peer::Unreachable;
 
@@ -43,7 +44,6 @@ pub(crate) struct PipeClient {
 #[derive(Debug)]
 struct Conn {
     outbox: Outbox,
-    wake_writer: Notify,
     /// The socket, for callers that write their frame themselves (plain TCP only).
     direct: Option<Arc<tokio::net::tcp::OwnedWriteHalf>>,
     waiting: Mutex<HashMap<u32, Answer>>,
@@ -166,7 +166,6 @@ impl PipeClient {
         let (reader, sink, direct) = self.transport.client(stream).await.map_err(unreachable)?;
         let conn = Arc::new(Conn {
             outbox: Outbox::default(),
-            wake_writer: Notify::new(),
             direct,
             waiting: Mutex::new(HashMap::new()),
             next_id: AtomicU32::new(0),
@@ -193,14 +192,11 @@ impl Conn {
 
     /// Writes the frame now if the socket allows and `queue` is false; else the writer does.
     fn send(&self, frame: &[u8], queue: bool) {
-        let wake = match &self.direct {
+        match &self.direct {
             Some(socket) if !queue => {
-                self.outbox.write_now(frame, |bytes| socket.try_write(bytes).unwrap_or(0))
+                self.outbox.send(frame, |bytes| socket.try_write(bytes).unwrap_or(0));
             }
-            _ => self.outbox.push(|frames| frames.extend_from_slice(frame)),
-        };
-        if wake {
-            self.wake_writer.notify_one();
+            _ => self.outbox.queue(|frames| frames.extend_from_slice(frame)),
         }
     }
 
@@ -215,11 +211,17 @@ impl Conn {
 }
 
 /// Drives one connection until it fails or its client goes away.
-async fn run(conn: Arc<Conn>, reader: Reader, sink: Sink, max_frame_bytes: usize, coalesce: bool) {
+async fn run(
+    conn: Arc<Conn>,
+    reader: Reader,
+    mut sink: Sink,
+    max_frame_bytes: usize,
+    coalesce: bool,
+) {
     let reason = tokio::select! {
         biased;
         reason = read_answers(&conn, reader, max_frame_bytes) => reason,
-        reason = write_requests(&conn, sink, coalesce) => reason,
+        err = conn.outbox.write_out(&mut sink, coalesce) => format!("writing to the peer: {err}"),
         () = conn.closed.cancelled() => "the peer client closed".to_owned(),
     };
     tracing::debug!(%reason, "pipe connection closed");
@@ -245,21 +247,6 @@ async fn read_answers(conn: &Conn, mut reader: Reader, max_frame_bytes: usize) -
                 }
                 Ok(None) => break,
                 Err(err) => return format!("the peer sent a bad frame: {err}"),
-            }
-        }
-    }
-}
-
-async fn write_requests(conn: &Conn, mut sink: Sink, coalesce: bool) -> String {
-    loop {
-        conn.wake_writer.notified().await;
-        if coalesce {
-            // Let the callers that are ready to run queue their frames first.
-            tokio::task::yield_now().await;
-        }
-        while let Some(frames) = conn.outbox.take() {
-            if let Err(err) = sink.write_all(&frames).await {
-                return format!("writing to the peer: {err}");
             }
         }
     }

@@ -1,11 +1,9 @@
-//! Frames of the pipelined get protocol, and the outbox that batches them into writes.
+//! Frames of the pipelined get protocol.
 //!
 //! A connection opens with [`PREFACE`]; then each side sends frames
 //! `length: u32 | id: u32 | kind: u8 | body`, big-endian, where `length` counts the bytes after
 //! itself and `body` is a protobuf message of the peer protocol. A response carries its
 //! request's id, so many requests can be out at once and answers may come in any order.
-
-use std::sync::{Mutex, PoisonError};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use prost::Message;
@@ -100,56 +98,6 @@ pub(crate) fn decode(buf: &mut BytesMut, max_bytes: usize) -> Result<Option<Fram
     Ok(Some(Frame { id, kind, body: frame }))
 }
 
-/// Frames waiting to be written, and whether a writer is on them. Whoever finds the outbox
-/// idle after adding to it must see that it gets written.
-#[derive(Debug, Default)]
-pub(crate) struct Outbox {
-    state: Mutex<OutboxState>,
-}
-
-#[derive(Debug, Default)]
-struct OutboxState {
-    frames: BytesMut,
-    writing: bool,
-}
-
-impl Outbox {
-    /// Adds frames; true if no writer was on the outbox, so the caller must wake one.
-    pub(crate) fn push(&self, add: impl FnOnce(&mut BytesMut)) -> bool {
-        let mut state = self.lock();
-        add(&mut state.frames);
-        !std::mem::replace(&mut state.writing, true)
-    }
-
-    /// Runs `write` on the frames if the outbox is idle and empty (the caller writes them
-    /// itself); it returns what it could not write, which stays queued for the writer. True if
-    /// a writer must be woken for that rest.
-    pub(crate) fn write_now(&self, frame: &[u8], write: impl FnOnce(&[u8]) -> usize) -> bool {
-        let mut state = self.lock();
-        let written = if state.writing || !state.frames.is_empty() { 0 } else { write(frame) };
-        if written == frame.len() {
-            return false;
-        }
-        state.frames.extend_from_slice(&frame[written..]);
-        !std::mem::replace(&mut state.writing, true)
-    }
-
-    /// Everything queued, for the writer to write; `None` (and the writer stands down) when
-    /// the outbox is empty.
-    pub(crate) fn take(&self) -> Option<Bytes> {
-        let mut state = self.lock();
-        if state.frames.is_empty() {
-            state.writing = false;
-            return None;
-        }
-        Some(state.frames.split().freeze())
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, OutboxState> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use distcache_proto::v1 as pb;
@@ -193,20 +141,5 @@ mod tests {
         assert_eq!(decode(&mut buf, 1024).map(|_| ()), Err(FrameError::TooShort(2)));
         let mut buf = BytesMut::from(&[0, 0, 0, 5, 0, 0, 0, 1, 99][..]);
         assert_eq!(decode(&mut buf, 1024).map(|_| ()), Err(FrameError::UnknownKind(99)));
-    }
-
-    #[test]
-    fn the_outbox_hands_writing_to_one_writer() {
-        let outbox = Outbox::default();
-        // Idle and empty: the caller writes; a short write leaves the rest for a writer.
-        assert!(!outbox.write_now(b"abc", |f| f.len()));
-        assert!(outbox.write_now(b"abcd", |_| 1));
-        // A writer is now on it: more frames queue behind, nobody else is woken.
-        assert!(!outbox.push(|b| b.extend_from_slice(b"ef")));
-        assert!(!outbox.write_now(b"gh", |_| panic!("must not write past the queue")));
-        assert_eq!(outbox.take().as_deref(), Some(&b"bcdefgh"[..]));
-        assert_eq!(outbox.take(), None);
-        // The writer stood down: the next push must wake one.
-        assert!(outbox.push(|b| b.extend_from_slice(b"i")));
     }
 }

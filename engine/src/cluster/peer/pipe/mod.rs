@@ -8,6 +8,7 @@
 
 mod client;
 pub(crate) mod frame;
+mod outbox;
 mod server;
 mod stream;
 

@@ -10,26 +10,16 @@ use bytes::BytesMut;
 use distcache_proto::v1 as pb;
 use prost::Message;
 use tokio::net::TcpStream;
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::frame::{self, Frame, Kind, Outbox};
-use super::stream::{Reader, Sink, Transport};
+use super::frame::{self, Frame, Kind};
+use super::outbox::Outbox;
+use super::stream::{Reader, Transport};
 use crate::engine::Engine;
 
-/// One connection's queue of answers and its writer's wake-up.
-#[derive(Debug, Default)]
-struct Answers {
-    outbox: Outbox,
-    wake_writer: Notify,
-}
-
-impl Answers {
-    fn push(&self, id: u32, response: &pb::GetResponse) {
-        if self.outbox.push(|frames| frame::encode(frames, id, Kind::Values, response)) {
-            self.wake_writer.notify_one();
-        }
-    }
+/// Queues the answer to request `id`.
+fn queue_answer(answers: &Outbox, id: u32, response: &pb::GetResponse) {
+    answers.queue(|frames| frame::encode(frames, id, Kind::Values, response));
 }
 
 /// Serves one connection whose preface was read, until the peer closes it, sends something
@@ -42,18 +32,18 @@ pub(crate) async fn serve_connection(
     shutdown: CancellationToken,
 ) {
     let peer = stream.peer_addr().ok();
-    let (reader, sink) = match transport.server(stream).await {
+    let (reader, mut sink) = match transport.server(stream).await {
         Ok(halves) => halves,
         Err(err) => {
             tracing::debug!(?peer, %err, "pipe handshake failed");
             return;
         }
     };
-    let answers = Arc::new(Answers::default());
+    let answers = Arc::new(Outbox::default());
     let reason = tokio::select! {
         biased;
         reason = read_requests(&engine, &answers, reader, max_frame_bytes) => reason,
-        reason = write_answers(&answers, sink) => reason,
+        err = answers.write_out(&mut sink, false) => Closed::Failed(format!("writing: {err}")),
         () = shutdown.cancelled() => return,
     };
     match reason {
@@ -69,7 +59,7 @@ enum Closed {
 
 async fn read_requests(
     engine: &Engine,
-    answers: &Arc<Answers>,
+    answers: &Arc<Outbox>,
     mut reader: Reader,
     max_frame_bytes: usize,
 ) -> Closed {
@@ -95,26 +85,26 @@ async fn read_requests(
 }
 
 /// Answers one request now, or starts the loads it needs.
-fn answer(engine: &Engine, answers: &Arc<Answers>, request: Frame) -> Result<(), String> {
+fn answer(engine: &Engine, answers: &Arc<Outbox>, request: Frame) -> Result<(), String> {
     let id = request.id;
     match request.kind {
         Kind::Get => {
             let keys = decode::<pb::GetRequest>(request)?.keys;
             match engine.serve_gets_now(&keys) {
-                Ok(outcomes) => answers.push(id, &pb::GetResponse { outcomes }),
+                Ok(outcomes) => queue_answer(answers, id, &pb::GetResponse { outcomes }),
                 Err(partial) => {
                     let (engine, answers) = (engine.clone(), answers.clone());
                     // Tracked with the engine's loads, so `stop` ends it.
                     engine.clone().spawn_load(async move {
                         let outcomes = engine.finish_gets(&keys, partial).await;
-                        answers.push(id, &pb::GetResponse { outcomes });
+                        queue_answer(&answers, id, &pb::GetResponse { outcomes });
                     });
                 }
             }
         }
         Kind::Peek => {
             let keys = decode::<pb::PeekRequest>(request)?.keys;
-            answers.push(id, &pb::GetResponse { outcomes: engine.serve_peeks(&keys) });
+            queue_answer(answers, id, &pb::GetResponse { outcomes: engine.serve_peeks(&keys) });
         }
         Kind::Values => return Err("a peer sent an answer where a request belongs".into()),
     }
@@ -123,15 +113,4 @@ fn answer(engine: &Engine, answers: &Arc<Answers>, request: Frame) -> Result<(),
 
 fn decode<M: Message + Default>(request: Frame) -> Result<M, String> {
     M::decode(request.body).map_err(|err| format!("a malformed request: {err}"))
-}
-
-async fn write_answers(answers: &Answers, mut sink: Sink) -> Closed {
-    loop {
-        answers.wake_writer.notified().await;
-        while let Some(frames) = answers.outbox.take() {
-            if let Err(err) = sink.write_all(&frames).await {
-                return Closed::Failed(format!("writing: {err}"));
-            }
-        }
-    }
 }
