@@ -87,6 +87,11 @@ impl NodeProcess {
         Ok(members.split(',').filter(|m| !m.is_empty()).map(str::to_owned).collect())
     }
 
+    /// CPU time this node's process has used so far.
+    pub(crate) fn cpu(&self) -> anyhow::Result<std::time::Duration> {
+        crate::stats::process_cpu(self.child.id())
+    }
+
     /// SIGKILL, then reap.
     pub(crate) fn kill(&mut self) -> anyhow::Result<()> {
         self.child.kill().with_context(|| format!("killing {}", self.id))?;
@@ -204,6 +209,11 @@ impl RedisServer {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         Ok(Some(server))
+    }
+
+    /// CPU time the server process has used so far.
+    pub(crate) fn cpu(&self) -> anyhow::Result<std::time::Duration> {
+        crate::stats::process_cpu(self.child.id())
     }
 }
 

@@ -3,7 +3,8 @@
 //!
 //! Run with `cargo bench --bench cluster_load -- all` (or `w2`, `w3`, `w4`, `w5`, several at
 //! once). `--secs N` sets the measured windows for a smoke run: each W2 run and the W3 window
-//! (defaults 5 s and 10 s) and W5's three phases (N/2 each, default 5 s); W4 has no window.
+//! (defaults 3 s and 10 s) and W5's three phases (N/2 each, default 5 s); W4 has no window.
+//! `--rounds N` sets how many interleaved rounds W2 runs (default 3).
 //!
 //! How it works:
 //! - The same binary has two roles. Without `node` it is the orchestrator; it re-executes
@@ -42,12 +43,19 @@ pub(crate) struct Settings {
     workloads: Vec<String>,
     /// Overrides the measured window of every workload.
     pub(crate) secs: Option<f64>,
+    /// Overrides how many rounds W2 runs.
+    pub(crate) rounds: Option<usize>,
 }
 
 impl Settings {
     /// The measured window: `--secs` if given, else the workload's own default.
     pub(crate) fn secs(&self, default: f64) -> f64 {
         self.secs.unwrap_or(default)
+    }
+
+    /// How many rounds: `--rounds` if given, else the workload's own default.
+    pub(crate) fn rounds(&self, default: usize) -> usize {
+        self.rounds.unwrap_or(default)
     }
 }
 
@@ -78,9 +86,9 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `[w2|w3|w4|w5|all]... [--secs N]`; other flags (cargo passes `--bench`) are ignored.
+/// `[w2|w3|w4|w5|all]... [--secs N] [--rounds N]`; other flags (cargo passes `--bench`) are ignored.
 fn parse_settings(args: &[String]) -> anyhow::Result<Settings> {
-    let mut settings = Settings { workloads: Vec::new(), secs: None };
+    let mut settings = Settings { workloads: Vec::new(), secs: None, rounds: None };
     // `cargo bench` passes `--bench`; `cargo test --all-targets` runs this with no arguments,
     // and then nothing is run (the workloads take minutes and start processes).
     let benching = args.iter().any(|a| a == "--bench");
@@ -94,6 +102,12 @@ fn parse_settings(args: &[String]) -> anyhow::Result<Settings> {
                 let secs: f64 = text.parse().with_context(|| format!("--secs `{text}`"))?;
                 ensure!(secs > 0.0 && secs.is_finite(), "--secs must be positive");
                 settings.secs = Some(secs);
+            }
+            "--rounds" => {
+                let text = args.next().context("--rounds needs a count")?;
+                let rounds: usize = text.parse().with_context(|| format!("--rounds `{text}`"))?;
+                ensure!(rounds > 0, "--rounds must be at least 1");
+                settings.rounds = Some(rounds);
             }
             flag if flag.starts_with("--") => {}
             other => bail!("unknown workload `{other}`: use w2, w3, w4, w5 or all"),

@@ -105,3 +105,32 @@ pub(crate) fn unix_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
 }
+
+/// The median of `values` (the mean of the middle two for an even count); `None` if empty.
+pub(crate) fn median(values: &[f64]) -> Option<f64> {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let mid = sorted.len() / 2;
+    match sorted.len() {
+        0 => None,
+        n if n % 2 == 1 => Some(sorted[mid]),
+        _ => Some((sorted[mid - 1] + sorted[mid]) / 2.0),
+    }
+}
+
+/// CPU time (user + system) process `pid` has used, from `/proc/<pid>/stat` (10 ms ticks).
+pub(crate) fn process_cpu(pid: u32) -> anyhow::Result<std::time::Duration> {
+    use anyhow::Context;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("reading the CPU time of process {pid}"))?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks = |i: usize| -> anyhow::Result<u64> {
+        let field = fields.get(i).context("a short /proc stat line")?;
+        field.parse::<u64>().with_context(|| format!("the /proc stat field `{field}`"))
+    };
+    // utime and stime, fields 14 and 15 of the line (11 and 12 counting from 0 after the
+    // name), in USER_HZ = 100 ticks per second.
+    Ok(std::time::Duration::from_millis((ticks(11)? + ticks(12)?) * 10))
+}

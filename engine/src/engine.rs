@@ -12,6 +12,7 @@ use tracing::Instrument;
 
 use crate::cluster::{Bound, Cluster, ClusterEvent, PeerStatus, Ring, Route};
 use crate::config::Config;
+use crate::deadline::Deadline;
 use crate::entry::Entry;
 use crate::error::{Error, Result};
 use crate::flight::Joined;
@@ -20,7 +21,7 @@ use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::space::{Space, check_key};
 use crate::stats::{KeySpaceStats, bump};
-use crate::store::Lookup;
+use crate::store::{Kept, Lookup};
 
 /// A read-through cache engine, standalone or one node of a cluster.
 ///
@@ -354,13 +355,24 @@ impl Engine {
         space: &Arc<Space>,
         key: &str,
     ) -> Option<(&'static str, Result<Bytes>)> {
+        let (outcome, answered) = self.answer_kept(space, key)?;
+        Some((outcome, answered.map(|(value, _)| value)))
+    }
+
+    /// [`answer_locally`](Self::answer_locally), also saying how long this node keeps the
+    /// value (what a peer is told), from the same lookup.
+    pub(crate) fn answer_kept(
+        &self,
+        space: &Arc<Space>,
+        key: &str,
+    ) -> Option<(&'static str, Result<(Bytes, Kept)>)> {
         match space.lookup(key) {
-            Lookup::Hit(value) => Some(("hit", Ok(value))),
-            Lookup::Refresh(value) => {
+            Lookup::Hit(value, at) => Some(("hit", Ok((value, Kept::Until(at))))),
+            Lookup::Refresh(value, at) => {
                 self.refresh(space, key);
-                Some(("hit", Ok(value)))
+                Some(("hit", Ok((value, Kept::Until(at)))))
             }
-            Lookup::HotHit(value) => Some(("hot_hit", Ok(value))),
+            Lookup::HotHit(value) => Some(("hot_hit", Ok((value, Kept::NotHere)))),
             Lookup::NotFound => Some(("negative_hit", Err(Error::NotFound))),
             Lookup::Miss => None,
         }
@@ -368,21 +380,18 @@ impl Engine {
 
     /// Loads a key the local stores do not have, within the keyspace read timeout.
     async fn load_missing(&self, space: &Arc<Space>, key: &str) -> Result<Bytes> {
-        let timeout = space.current().read_timeout;
-        let load = async {
-            match self.cluster().map(|c| c.route(key)) {
-                Some(Route::Remote(peer)) => {
-                    tracing::Span::current().record("outcome", "peer");
-                    self.load_remote(space, key, peer).await
-                }
-                _ => {
-                    tracing::Span::current().record("outcome", "fetch");
-                    self.load(space, key).await
-                }
+        let deadline = Deadline::after(space.current().read_timeout);
+        let result = match self.cluster().map(|c| c.route(key)) {
+            Some(Route::Remote(peer)) => {
+                tracing::Span::current().record("outcome", "peer");
+                // Bounded by the deadline it carries, without a timer of its own.
+                self.load_remote(space, key, peer, deadline).await
+            }
+            _ => {
+                tracing::Span::current().record("outcome", "fetch");
+                deadline.bound(self.load(space, key)).await
             }
         };
-        let result =
-            tokio::time::timeout(timeout, load).await.unwrap_or(Err(Error::Timeout(timeout)));
         if let Err(err) = &result
             && !matches!(err, Error::NotFound)
         {

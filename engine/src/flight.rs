@@ -19,7 +19,7 @@ use crate::error::{Error, Result};
 const SHARDS: usize = 64;
 
 /// One shard of a keyspace's flights, by key.
-type Shard = HashMap<String, Arc<Flight>>;
+type Shard = HashMap<String, Arc<Flight>, foldhash::fast::RandomState>;
 
 /// One load in progress, shared by every caller that wants the same key.
 #[derive(Debug, Default)]

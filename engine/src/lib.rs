@@ -24,6 +24,7 @@
 
 mod cluster;
 mod config;
+mod deadline;
 mod engine;
 mod entry;
 mod error;

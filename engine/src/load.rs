@@ -43,7 +43,8 @@ impl Space {
     /// error, the load goes on to the data source.
     async fn handoff(&self, key: &str, peer: &PeerClient) -> Option<(Bytes, Stored)> {
         let generation = self.current_full();
-        if let Lookup::Hit(_) | Lookup::Refresh(_) | Lookup::NotFound = generation.store.lookup(key)
+        if let Lookup::Hit(..) | Lookup::Refresh(..) | Lookup::NotFound =
+            generation.store.lookup(key)
         {
             return None;
         }
@@ -125,7 +126,7 @@ impl Space {
     ) -> (Result<Bytes>, Option<Stored>) {
         if recheck {
             match generation.store.lookup(key) {
-                Lookup::Hit(value) | Lookup::HotHit(value) | Lookup::Refresh(value) => {
+                Lookup::Hit(value, _) | Lookup::HotHit(value) | Lookup::Refresh(value, _) => {
                     return (Ok(value), None);
                 }
                 Lookup::NotFound => return (Err(Error::NotFound), None),

@@ -10,6 +10,7 @@ use futures::future::join_all;
 
 use crate::cluster::peer::{PeerClient, RemoteValue, Unreachable};
 use crate::cluster::{Cluster, Route, wire};
+use crate::deadline::Deadline;
 use crate::engine::Engine;
 use crate::entry::Entry;
 use crate::error::{Error, Result};
@@ -57,16 +58,19 @@ fn key_ref(space: &Space, key: &str) -> pb::KeyRef {
 }
 
 impl Engine {
-    /// A get whose owner is a peer: one call per key per node at a time (flights on `routes`).
+    /// A get whose owner is a peer: one call per key per node at a time (flights on `routes`),
+    /// answered by `deadline`.
     ///
     /// The leader makes the call itself, with no task in between: a peer get is the hot path of
     /// a cluster. If the leader is dropped before the answer lands, its waiters join again and
-    /// one of them asks anew.
+    /// one of them asks anew. A follower waits without a timer: the leader's deadline, set no
+    /// later than its own, ends the flight.
     pub(crate) async fn load_remote(
         &self,
         space: &Arc<Space>,
         key: &str,
         peer: Arc<PeerClient>,
+        deadline: Deadline,
     ) -> Result<Bytes> {
         loop {
             match space.routes.join(key) {
@@ -75,10 +79,13 @@ impl Engine {
                     if let Some(result) = flight.outcome().await {
                         return result;
                     }
+                    if deadline.has_passed() {
+                        return Err(deadline.error());
+                    }
                 }
                 Joined::Leader(completion) => {
                     let mark = space.invalidation_mark();
-                    let (result, hot) = self.ask_owner(space, key, &peer).await;
+                    let (result, hot) = self.ask_owner(space, key, &peer, deadline).await;
                     // `land` holds the key's route shard while it keeps the value.
                     let keep = || {
                         if let Some(stored) = hot {
@@ -100,9 +107,10 @@ impl Engine {
         space: &Space,
         key: &str,
         peer: &PeerClient,
+        deadline: Deadline,
     ) -> (Result<Bytes>, Option<Stored>) {
-        let outcome = peer.get(key_ref(space, key)).await;
-        self.settle(space, key, peer, outcome).await
+        let outcome = peer.get(key_ref(space, key), deadline).await;
+        self.settle(space, key, peer, outcome, deadline).await
     }
 
     /// Turns an owner's answer into the caller's result and what to keep in the hot cache.
@@ -112,22 +120,39 @@ impl Engine {
         key: &str,
         owner: &PeerClient,
         outcome: Result<Result<RemoteValue>, Unreachable>,
+        deadline: Deadline,
     ) -> (Result<Bytes>, Option<Stored>) {
         match outcome {
             Ok(Ok(remote)) => self.accept(space, key, remote),
+            // Out of time: nothing is left to fall back with.
+            Err(_) if deadline.has_passed() => (Err(deadline.error()), None),
             // A stopping owner cannot serve; treat it as unreachable.
             Ok(Err(Error::Unavailable(reason))) | Err(Unreachable(reason)) => {
                 bump(&space.stats.local().peer_errors);
-                if let Some(answer) = self.ask_successor(space, key, owner).await {
-                    return answer;
-                }
-                tracing::debug!(%reason, key, "owner unreachable; loading here");
-                let keep_for =
-                    self.cluster().map_or(std::time::Duration::ZERO, |c| c.config.hot_max_ttl);
-                space.load_fallback(key, keep_for).await
+                // A failure path, off the hot one: boxed, so a get's future stays small.
+                Box::pin(self.fall_back(space, key, owner, &reason, deadline)).await
             }
             Ok(Err(err)) => (Err(err), None),
         }
+    }
+
+    /// The owner cannot be reached: its successor answers, or else this node loads the key
+    /// without keeping it in the main store; all by `deadline`.
+    async fn fall_back(
+        &self,
+        space: &Space,
+        key: &str,
+        owner: &PeerClient,
+        reason: &str,
+        deadline: Deadline,
+    ) -> (Result<Bytes>, Option<Stored>) {
+        if let Some(answer) = self.ask_successor(space, key, owner, deadline).await {
+            return answer;
+        }
+        tracing::debug!(%reason, key, "owner unreachable; loading here");
+        let keep_for = self.cluster().map_or(std::time::Duration::ZERO, |c| c.config.hot_max_ttl);
+        let load = async { Ok(space.load_fallback(key, keep_for).await) };
+        deadline.bound(load).await.unwrap_or_else(|timeout| (Err(timeout), None))
     }
 
     /// While an unreachable owner is still in the ring, the key's next owner (its owner once
@@ -138,11 +163,10 @@ impl Engine {
         space: &Space,
         key: &str,
         failed: &PeerClient,
+        deadline: Deadline,
     ) -> Option<(Result<Bytes>, Option<Stored>)> {
         let next = self.cluster()?.successor(key, &failed.member().node_id)?;
-        // A failure path: the timer is cheap here, and `get_many` has no outer one.
-        let timeout = space.current().read_timeout;
-        let answer = tokio::time::timeout(timeout, next.get(key_ref(space, key))).await.ok()?;
+        let answer = next.get(key_ref(space, key), deadline).await;
         match answer {
             Ok(Ok(remote)) => Some(self.accept(space, key, remote)),
             Ok(Err(Error::Unavailable(_))) | Err(_) => None,
@@ -201,15 +225,13 @@ impl Engine {
             }
         }
         let grouped = ByOwner::group(cluster, misses, |key| key);
-        let timeout = space.current().read_timeout;
+        let deadline = Deadline::after(space.current().read_timeout);
         let local = grouped.local.into_iter().map(|(index, key)| async move {
-            let loaded = tokio::time::timeout(timeout, self.load(space, key)).await;
-            vec![(index, loaded.unwrap_or(Err(Error::Timeout(timeout))))]
+            vec![(index, deadline.bound(self.load(space, key)).await)]
         });
-        let remote = grouped
-            .remote
-            .into_values()
-            .map(|(peer, items)| async move { self.get_from_owner(space, &peer, items).await });
+        let remote = grouped.remote.into_values().map(|(peer, items)| async move {
+            self.get_from_owner(space, &peer, items, deadline).await
+        });
         let local: Vec<_> = join_all(local).await;
         let remote: Vec<_> = join_all(remote).await;
         for (index, result) in local.into_iter().chain(remote).flatten() {
@@ -224,17 +246,17 @@ impl Engine {
         space: &Space,
         peer: &PeerClient,
         items: Vec<(usize, &str)>,
+        deadline: Deadline,
     ) -> Vec<(usize, Result<Bytes>)> {
-        let timeout = space.current().read_timeout;
         let mark = space.invalidation_mark();
         let refs = items.iter().map(|(_, key)| key_ref(space, key)).collect();
         let outcomes: Vec<Result<Result<RemoteValue>, Unreachable>> =
-            match peer.get_many(refs, timeout).await {
+            match peer.get_many(refs, deadline).await {
                 Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
                 Err(unreachable) => items.iter().map(|_| Err(unreachable.clone())).collect(),
             };
         let settled = items.into_iter().zip(outcomes).map(|((index, key), outcome)| async move {
-            let (result, hot) = self.settle(space, key, peer, outcome).await;
+            let (result, hot) = self.settle(space, key, peer, outcome, deadline).await;
             if let Some(stored) = hot {
                 space.admit_hot(key, stored, mark);
             }

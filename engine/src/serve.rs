@@ -11,6 +11,7 @@ use crate::entry::Entry;
 use crate::error::{Error, Result};
 use crate::space::{Space, check_key};
 use crate::stats::bump;
+use crate::store::Kept;
 
 /// A value as this node serves it to a peer.
 #[derive(Debug, Clone)]
@@ -23,9 +24,8 @@ pub(crate) struct Served {
     pub(crate) rate: f64,
 }
 
-fn served(space: &Space, key: &str, value: Bytes) -> Served {
-    let ttl = space.current().store.entry(key).map_or(Some(Duration::ZERO), |s| s.remaining());
-    Served { value, ttl, rate: space.rates.estimate(key) }
+fn served(space: &Space, key: &str, value: Bytes, kept: Kept) -> Served {
+    Served { value, ttl: kept.remaining(), rate: space.rates.estimate(key) }
 }
 
 impl Engine {
@@ -38,8 +38,8 @@ impl Engine {
             Err(err) => return Some(Err(err)),
         };
         bump(&space.stats.local().served_to_peers);
-        let (_, answered) = self.answer_locally(&space, key)?;
-        Some(answered.map(|value| served(&space, key, value)))
+        let (_, answered) = self.answer_kept(&space, key)?;
+        Some(answered.map(|(value, kept)| served(&space, key, value, kept)))
     }
 
     /// The rest of a peer's get that [`serve_get_now`](Self::serve_get_now) could not answer:
@@ -50,7 +50,10 @@ impl Engine {
         let value = tokio::time::timeout(timeout, self.load(&space, key))
             .await
             .unwrap_or(Err(Error::Timeout(timeout)))?;
-        Ok(served(&space, key, value))
+        // The load kept it (or not): read back for how long.
+        let kept =
+            space.current().store.entry(key).map_or(Kept::NotHere, |s| Kept::Until(s.expires_at));
+        Ok(served(&space, key, value, kept))
     }
 
     /// Answers a peer's get request: each key from the stores where possible; `Err` with the

@@ -98,12 +98,12 @@ impl Space {
         let mut found = generation.store.lookup(key);
         if let (Lookup::Miss, Some(hot)) = (&found, &generation.hot) {
             found = match hot.lookup(key) {
-                Lookup::Hit(value) => Lookup::HotHit(value),
+                Lookup::Hit(value, _) => Lookup::HotHit(value),
                 other => other,
             };
         }
         match found {
-            Lookup::Hit(_) | Lookup::Refresh(_) => bump(&cells.hits),
+            Lookup::Hit(..) | Lookup::Refresh(..) => bump(&cells.hits),
             Lookup::HotHit(_) => {
                 bump(&cells.hits);
                 bump(&cells.hot_hits);

@@ -42,13 +42,39 @@ impl Stored {
 /// What a lookup found.
 #[derive(Debug)]
 pub(crate) enum Lookup {
-    Hit(Bytes),
+    /// A stored value and when it expires.
+    Hit(Bytes, Option<Instant>),
     /// A hit in the hot cache (values owned by peers).
     HotHit(Bytes),
     /// A hit whose value is close to expiry: serve it, and reload it in the background.
-    Refresh(Bytes),
+    Refresh(Bytes, Option<Instant>),
     NotFound,
     Miss,
+}
+
+/// How long this node keeps a value it answered with, as a peer is told.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Kept {
+    /// In the main store, until the given expiry (`None`: no expiry).
+    Until(Option<Instant>),
+    /// Not in the main store (a hot-cache copy, or a value loaded without keeping it).
+    NotHere,
+}
+
+impl Kept {
+    /// Remaining lifetime: `None` for no expiry, zero when this node does not keep it.
+    pub(crate) fn remaining(self) -> Option<Duration> {
+        match self {
+            Kept::Until(at) => at.map(|at| at.saturating_duration_since(Instant::now())),
+            Kept::NotHere => Some(Duration::ZERO),
+        }
+    }
+}
+
+/// The stores' key hasher: foldhash, much cheaper than SipHash on short keys, seeded per
+/// store so that keys cannot be chosen to collide.
+fn hasher() -> foldhash::fast::RandomState {
+    foldhash::fast::RandomState::default()
 }
 
 /// Charged weight of an entry, saturating at what moka can count.
@@ -92,7 +118,7 @@ impl Expiry<String, Stored> for EntryExpiry {
 /// The byte-bounded store of one keyspace on this node.
 #[derive(Debug)]
 pub(crate) struct Store {
-    cache: Cache<String, Stored>,
+    cache: Cache<String, Stored, foldhash::fast::RandomState>,
     max_bytes: u64,
     /// Reload values with less than this left (refresh-ahead).
     refresh: Option<Duration>,
@@ -143,8 +169,8 @@ impl Store {
                     RemovalCause::Expired => bump(&stats.local().expirations),
                     RemovalCause::Explicit | RemovalCause::Replaced => {}
                 })
-                .build(),
-            None => builder.build(),
+                .build_with_hasher(hasher()),
+            None => builder.build_with_hasher(hasher()),
         };
         Store { cache, max_bytes, refresh: None, grace }
     }
@@ -153,16 +179,16 @@ impl Store {
         let Some(stored) = self.cache.get(key) else { return Lookup::Miss };
         // Only entries with an expiry pay for reading the clock.
         let Some(at) = stored.expires_at else {
-            return stored.value.map_or(Lookup::NotFound, Lookup::Hit);
+            return stored.value.map_or(Lookup::NotFound, |value| Lookup::Hit(value, None));
         };
         let now = Instant::now();
         match stored.value {
             _ if now >= at => Lookup::Miss,
             None => Lookup::NotFound,
             Some(value) if self.refresh.is_some_and(|window| at - now <= window) => {
-                Lookup::Refresh(value)
+                Lookup::Refresh(value, Some(at))
             }
-            Some(value) => Lookup::Hit(value),
+            Some(value) => Lookup::Hit(value, Some(at)),
         }
     }
 

@@ -69,6 +69,9 @@ pub(crate) enum Route {
     Remote(Arc<PeerClient>),
 }
 
+/// The clients of the other members, by node id (looked up on every remote get).
+type Peers = HashMap<Arc<str>, Arc<PeerClient>, foldhash::fast::RandomState>;
+
 /// This node's view of, and place in, the cluster.
 #[derive(Debug)]
 pub(crate) struct Cluster {
@@ -82,7 +85,7 @@ pub(crate) struct Cluster {
     ring_changes: tokio::sync::watch::Sender<u64>,
     /// The hash of this node's keyspace definitions, as last published.
     keyspaces_hash: ArcSwap<String>,
-    peers: ArcSwap<HashMap<Arc<str>, Arc<PeerClient>>>,
+    peers: ArcSwap<Peers>,
     known: ArcSwap<Vec<PeerInfo>>,
     events: broadcast::Sender<ClusterEvent>,
     membership: Mutex<Option<Membership>>,
@@ -391,7 +394,7 @@ impl Cluster {
 
     fn update_peers(&self, ring: &Ring) {
         let current = self.peers.load();
-        let mut next = HashMap::new();
+        let mut next = Peers::default();
         for member in ring.members().iter().filter(|m| *m.node_id != *self.me.node_id) {
             let reuse =
                 current.get(&member.node_id).filter(|p| p.member().grpc_addr == member.grpc_addr);

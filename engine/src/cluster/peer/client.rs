@@ -8,10 +8,11 @@ use bytes::Bytes;
 use distcache_proto::v1::{self as pb, peer_client::PeerClient as Rpc};
 use tonic::transport::{Channel, Endpoint};
 
-use super::pipe::{PipeClient, frame::Kind};
+use super::pipe::{CallError, PipeClient, frame::Kind};
 use crate::cluster::config::ClusterConfig;
 use crate::cluster::ring::Member;
 use crate::cluster::wire;
+use crate::deadline::Deadline;
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::protect::{Breaker, BreakerState};
@@ -91,11 +92,14 @@ impl PeerClient {
         self.breaker.state()
     }
 
-    /// Gets one key. The caller bounds the wait (a get's read timeout covers it whole), which
-    /// spares the hot path a second timer.
-    pub(crate) async fn get(&self, key: pb::KeyRef) -> Result<Result<RemoteValue>, Unreachable> {
+    /// Gets one key, waiting for it until `deadline`.
+    pub(crate) async fn get(
+        &self,
+        key: pb::KeyRef,
+        deadline: Deadline,
+    ) -> Result<Result<RemoteValue>, Unreachable> {
         let request = pb::GetRequest { keys: vec![key], forwarded: true };
-        let outcome = self.pipe_call(Kind::Get, &request, None).await?.into_iter().next();
+        let outcome = self.pipe_call(Kind::Get, &request, deadline).await?.into_iter().next();
         outcome.map(get_outcome).ok_or_else(|| Unreachable("the peer answered no outcome".into()))
     }
 
@@ -103,11 +107,11 @@ impl PeerClient {
     pub(crate) async fn get_many(
         &self,
         keys: Vec<pb::KeyRef>,
-        timeout: Duration,
+        deadline: Deadline,
     ) -> Result<GetOutcomes, Unreachable> {
         let expected = keys.len();
         let request = pb::GetRequest { keys, forwarded: true };
-        let outcomes = self.pipe_call(Kind::Get, &request, Some(timeout)).await?;
+        let outcomes = self.pipe_call(Kind::Get, &request, deadline).await?;
         if outcomes.len() != expected {
             return Err(Unreachable(format!(
                 "peer {} answered {} outcomes for {expected} keys",
@@ -125,30 +129,36 @@ impl PeerClient {
         timeout: Duration,
     ) -> Result<Result<RemoteValue>, Unreachable> {
         let request = pb::PeekRequest { keys: vec![key] };
-        let outcome = self.pipe_call(Kind::Peek, &request, Some(timeout)).await?.into_iter().next();
+        let deadline = Deadline::after(timeout);
+        let outcome = self.pipe_call(Kind::Peek, &request, deadline).await?.into_iter().next();
         outcome.map(get_outcome).ok_or_else(|| Unreachable("the peer answered no outcome".into()))
     }
 
-    /// One request over the pipe, answered by a `GetResponse`.
+    /// One request over the pipe, answered by a `GetResponse` before `deadline`.
     async fn pipe_call(
         &self,
         kind: Kind,
         request: &impl prost::Message,
-        timeout: Option<Duration>,
+        deadline: Deadline,
     ) -> Result<Vec<pb::GetOutcome>, Unreachable> {
         // Not the peer's fault: refused before the breaker counts anything.
         self.pipe.check_size(request)?;
         let call = async {
-            let answer = self.pipe.call(kind, request).await.map_err(|e| e.0)?;
+            // A failed connection or a bad answer counts against the peer; running out of
+            // time does not (the owner may be loading from a slow data source).
+            let answer =
+                self.pipe.call(kind, request, deadline.at).await.map_err(|err| match err {
+                    CallError::Unreachable(unreachable) => (unreachable.0, true),
+                    CallError::Expired => ("no answer before the deadline".to_owned(), false),
+                })?;
             match answer.kind {
                 Kind::Values => <pb::GetResponse as prost::Message>::decode(answer.body)
                     .map(|response| response.outcomes)
-                    .map_err(|err| format!("a malformed answer: {err}")),
-                other => Err(format!("an answer of kind {other:?}")),
+                    .map_err(|err| (format!("a malformed answer: {err}"), true)),
+                other => Err((format!("an answer of kind {other:?}"), true)),
             }
         };
-        // Every failure here is the connection's or the peer's: all count against it.
-        self.guarded(timeout, async { call.await.map_err(|reason| (reason, true)) }).await
+        self.guarded(None, call).await
     }
 
     /// Stores entries at this peer (their owner).
@@ -245,8 +255,8 @@ impl PeerClient {
         self.guarded(Some(timeout), call).await
     }
 
-    /// Runs a call under the breaker and a deadline (`None`: the caller's), recording it in the
-    /// metrics. The call fails with a reason and whether the failure counts against the
+    /// Runs a call under the breaker and a timeout (`None`: the call bounds itself), recording
+    /// it in the metrics. The call fails with a reason and whether the failure counts against the
     /// peer's health.
     async fn guarded<T>(
         &self,

@@ -4,10 +4,13 @@
 //! writes its frame itself (no hop through another task); when other requests are out, its
 //! frame joins the outbox and the connection's writer sends everything queued in one write,
 //! as a Redis client pipelines. The connection's reader hands each answer to its caller.
+//!
+//! Each call carries a deadline. One sweep per connection fails the calls whose deadline has
+//! passed, every [`SWEEP_EVERY`] while any are out, so a call needs no timer of its own.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -15,7 +18,8 @@ use arc_swap::ArcSwapOption;
 use bytes::BytesMut;
 use prost::Message;
 use tokio::net::TcpStream;
-use tokio::sync::oneshot;
+use tokio::sync::{Notify, oneshot};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::frame::{self, Frame, Kind, PREFACE};
@@ -23,7 +27,29 @@ use super::outbox::Outbox;
 use super::stream::{Reader, Sink, Transport};
 use crate::cluster::peer::Unreachable;
 
-type Answer = oneshot::Sender<Result<Frame, Unreachable>>;
+type Answer = oneshot::Sender<Result<Frame, CallError>>;
+/// Callers waiting for answers, by request id.
+type Waiting = HashMap<u32, Waiter, foldhash::fast::FixedState>;
+
+/// How often a connection with calls out looks for calls past their deadline: how late, at
+/// most, a call learns it expired.
+const SWEEP_EVERY: Duration = Duration::from_millis(5);
+
+/// A call out on a connection.
+#[derive(Debug)]
+struct Waiter {
+    answer: Answer,
+    deadline: Instant,
+}
+
+/// Why a call got no answer.
+#[derive(Debug)]
+pub(crate) enum CallError {
+    /// The connection could not be made, or failed.
+    Unreachable(Unreachable),
+    /// The deadline passed first (the peer may only be slow).
+    Expired,
+}
 
 /// How to reach one peer's pipe.
 #[derive(Debug)]
@@ -44,10 +70,11 @@ pub(crate) struct PipeClient {
 #[derive(Debug)]
 struct Conn {
     outbox: Outbox,
-    /// The socket, for callers that write their frame themselves (plain TCP only).
-    direct: Option<Arc<tokio::net::tcp::OwnedWriteHalf>>,
-    waiting: Mutex<HashMap<u32, Answer>>,
+    waiting: Mutex<Waiting>,
     next_id: AtomicU32,
+    /// Wakes the sweep when it rests with no calls out (see [`sweep`]).
+    sweep: Notify,
+    sweep_resting: AtomicBool,
     /// Set once the connection failed or its client went away (checked on every call).
     is_closed: AtomicBool,
     closed: CancellationToken,
@@ -97,25 +124,40 @@ impl PipeClient {
         Ok(())
     }
 
-    /// Sends one request and waits for its answer (the caller bounds the wait).
-    pub(crate) async fn call(&self, kind: Kind, body: &impl Message) -> Result<Frame, Unreachable> {
-        let conn = self.connection().await?;
+    /// Sends one request and waits for its answer until `deadline`.
+    pub(crate) async fn call(
+        &self,
+        kind: Kind,
+        body: &impl Message,
+        deadline: Instant,
+    ) -> Result<Frame, CallError> {
+        let conn = match self.open_conn() {
+            Some(conn) => conn,
+            None => tokio::time::timeout_at(deadline, self.connection())
+                .await
+                .map_err(|_| CallError::Expired)?
+                .map_err(CallError::Unreachable)?,
+        };
         let (answer, answered) = oneshot::channel();
         let id = conn.next_id.fetch_add(1, Ordering::Relaxed);
         let others_out = {
             let mut waiting = conn.lock_waiting();
-            waiting.insert(id, answer);
+            waiting.insert(id, Waiter { answer, deadline });
             waiting.len() > 1
         };
         let _registration = Registration { conn: &conn, id };
+        if conn.sweep_resting.load(SeqCst) {
+            conn.sweep.notify_one();
+        }
+        let closed = || CallError::Unreachable(Unreachable("the pipe connection closed".into()));
         // A connection that closed before the registration would never answer it.
         if conn.is_closed.load(Ordering::Acquire) {
-            return Err(Unreachable("the pipe connection closed".into()));
+            return Err(closed());
         }
         let mut request = BytesMut::new();
         frame::encode(&mut request, id, kind, body);
         conn.send(&request, self.coalesce && others_out);
-        answered.await.map_err(|_| Unreachable("the pipe connection closed".into()))?
+        answered.await.map_err(|_| closed())?
     }
 
     /// The open connection, connecting if there is none. Callers that queued behind a
@@ -165,10 +207,11 @@ impl PipeClient {
         tokio::io::AsyncWriteExt::write_all(&mut stream, PREFACE).await.map_err(unreachable)?;
         let (reader, sink, direct) = self.transport.client(stream).await.map_err(unreachable)?;
         let conn = Arc::new(Conn {
-            outbox: Outbox::default(),
-            direct,
-            waiting: Mutex::new(HashMap::new()),
+            outbox: Outbox::new(direct),
+            waiting: Mutex::default(),
             next_id: AtomicU32::new(0),
+            sweep: Notify::new(),
+            sweep_resting: AtomicBool::new(false),
             is_closed: AtomicBool::new(false),
             closed: CancellationToken::new(),
         });
@@ -186,17 +229,16 @@ impl Drop for PipeClient {
 }
 
 impl Conn {
-    fn lock_waiting(&self) -> std::sync::MutexGuard<'_, HashMap<u32, Answer>> {
+    fn lock_waiting(&self) -> std::sync::MutexGuard<'_, Waiting> {
         self.waiting.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Writes the frame now if the socket allows and `queue` is false; else the writer does.
     fn send(&self, frame: &[u8], queue: bool) {
-        match &self.direct {
-            Some(socket) if !queue => {
-                self.outbox.send(frame, |bytes| socket.try_write(bytes).unwrap_or(0));
-            }
-            _ => self.outbox.queue(|frames| frames.extend_from_slice(frame)),
+        if queue {
+            self.outbox.queue(|frames| frames.extend_from_slice(frame));
+        } else {
+            self.outbox.send(frame);
         }
     }
 
@@ -204,8 +246,8 @@ impl Conn {
     fn close(&self, reason: &str) {
         self.is_closed.store(true, Ordering::Release);
         self.closed.cancel();
-        for (_, answer) in self.lock_waiting().drain() {
-            let _ = answer.send(Err(Unreachable(reason.to_owned())));
+        for (_, waiter) in self.lock_waiting().drain() {
+            let _ = waiter.answer.send(Err(CallError::Unreachable(Unreachable(reason.to_owned()))));
         }
     }
 }
@@ -222,6 +264,7 @@ async fn run(
         biased;
         reason = read_answers(&conn, reader, max_frame_bytes) => reason,
         err = conn.outbox.write_out(&mut sink, coalesce) => format!("writing to the peer: {err}"),
+        never = sweep(&conn) => match never {},
         () = conn.closed.cancelled() => "the peer client closed".to_owned(),
     };
     tracing::debug!(%reason, "pipe connection closed");
@@ -242,12 +285,38 @@ async fn read_answers(conn: &Conn, mut reader: Reader, max_frame_bytes: usize) -
                 Ok(Some(answer)) => {
                     // An answer nobody waits for any more belonged to a caller that gave up.
                     if let Some(caller) = waiting.remove(&answer.id) {
-                        let _ = caller.send(Ok(answer));
+                        let _ = caller.answer.send(Ok(answer));
                     }
                 }
                 Ok(None) => break,
                 Err(err) => return format!("the peer sent a bad frame: {err}"),
             }
+        }
+    }
+}
+
+/// Fails the calls whose deadline has passed, every [`SWEEP_EVERY`] while calls are out; rests
+/// when none are, until a call wakes it.
+async fn sweep(conn: &Conn) -> std::convert::Infallible {
+    loop {
+        if conn.lock_waiting().is_empty() {
+            conn.sweep_resting.store(true, SeqCst);
+            // A call registered after this check sees the flag and wakes the sweep (the wake is
+            // kept if it comes before the wait); one registered before it is seen here.
+            if conn.lock_waiting().is_empty() {
+                conn.sweep.notified().await;
+            }
+            conn.sweep_resting.store(false, SeqCst);
+        }
+        tokio::time::sleep(SWEEP_EVERY).await;
+        let now = Instant::now();
+        let expired: Vec<Waiter> = conn
+            .lock_waiting()
+            .extract_if(|_, waiter| waiter.deadline <= now)
+            .map(|(_, w)| w)
+            .collect();
+        for waiter in expired {
+            let _ = waiter.answer.send(Err(CallError::Expired));
         }
     }
 }

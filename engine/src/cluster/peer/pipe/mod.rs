@@ -12,7 +12,7 @@ mod outbox;
 mod server;
 mod stream;
 
-pub(crate) use client::PipeClient;
+pub(crate) use client::{CallError, PipeClient};
 pub(crate) use server::serve_connection;
 pub(crate) use stream::Transport;
 #[cfg(feature = "tls")]

@@ -1,9 +1,10 @@
 //! Frames waiting to be written on one connection, and the one writer that writes them.
 
 use std::io;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::{Bytes, BytesMut};
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::Notify;
 
 use super::stream::Sink;
@@ -14,6 +15,9 @@ use super::stream::Sink;
 pub(crate) struct Outbox {
     state: Mutex<OutboxState>,
     writer: Notify,
+    /// The socket, for frames written straight away when the outbox is idle (plain TCP only:
+    /// a TLS stream has one writer).
+    direct: Option<Arc<OwnedWriteHalf>>,
 }
 
 #[derive(Debug, Default)]
@@ -23,6 +27,11 @@ struct OutboxState {
 }
 
 impl Outbox {
+    /// An outbox that writes straight to `direct` when it can.
+    pub(crate) fn new(direct: Option<Arc<OwnedWriteHalf>>) -> Self {
+        Outbox { direct, ..Outbox::default() }
+    }
+
     /// Queues frames for the writer.
     pub(crate) fn queue(&self, add: impl FnOnce(&mut BytesMut)) {
         if self.push(add) {
@@ -30,10 +39,11 @@ impl Outbox {
         }
     }
 
-    /// Writes `frame` with `write` right away if nothing is queued or being written (`write`
-    /// returns how much it wrote); the writer sends whatever it could not.
-    pub(crate) fn send(&self, frame: &[u8], write: impl FnOnce(&[u8]) -> usize) {
-        if self.write_now(frame, write) {
+    /// Writes `frames` to the socket right away if nothing is queued or being written, with
+    /// no hop through the writer; the writer sends whatever the socket did not take.
+    pub(crate) fn send(&self, frames: &[u8]) {
+        let Some(socket) = &self.direct else { return self.queue(|f| f.extend_from_slice(frames)) };
+        if self.write_now(frames, |bytes| socket.try_write(bytes).unwrap_or(0)) {
             self.writer.notify_one();
         }
     }

@@ -1,8 +1,9 @@
 //! The owner's end of the pipe: answers a peer's requests in the order they complete.
 //!
 //! Requests the stores can answer are answered in the same pass that read them, and every
-//! answer of one pass leaves in one write, as Redis answers a pipeline. A request that must
-//! load runs in its own task and its answer is queued when the load lands.
+//! answer of one pass leaves in one write, as Redis answers a pipeline: straight from the
+//! reading task when nothing else is being written (no hop through the writer). A request
+//! that must load runs in its own task and its answer is queued when the load lands.
 
 use std::sync::Arc;
 
@@ -19,7 +20,11 @@ use crate::engine::Engine;
 
 /// Queues the answer to request `id`.
 fn queue_answer(answers: &Outbox, id: u32, response: &pb::GetResponse) {
-    answers.queue(|frames| frame::encode(frames, id, Kind::Values, response));
+    answers.queue(|frames| encode_answer(frames, id, response));
+}
+
+fn encode_answer(frames: &mut BytesMut, id: u32, response: &pb::GetResponse) {
+    frame::encode(frames, id, Kind::Values, response);
 }
 
 /// Serves one connection whose preface was read, until the peer closes it, sends something
@@ -32,14 +37,14 @@ pub(crate) async fn serve_connection(
     shutdown: CancellationToken,
 ) {
     let peer = stream.peer_addr().ok();
-    let (reader, mut sink) = match transport.server(stream).await {
+    let (reader, mut sink, direct) = match transport.server(stream).await {
         Ok(halves) => halves,
         Err(err) => {
             tracing::debug!(?peer, %err, "pipe handshake failed");
             return;
         }
     };
-    let answers = Arc::new(Outbox::default());
+    let answers = Arc::new(Outbox::new(direct));
     let reason = tokio::select! {
         biased;
         reason = read_requests(&engine, &answers, reader, max_frame_bytes) => reason,
@@ -64,6 +69,8 @@ async fn read_requests(
     max_frame_bytes: usize,
 ) -> Closed {
     let mut buf = BytesMut::new();
+    // The answers of one read pass, sent together at its end.
+    let mut pass = BytesMut::new();
     loop {
         match reader.read(&mut buf).await {
             Ok(0) => return Closed::ByPeer,
@@ -73,7 +80,7 @@ async fn read_requests(
         loop {
             match frame::decode(&mut buf, max_frame_bytes) {
                 Ok(Some(request)) => {
-                    if let Err(reason) = answer(engine, answers, request) {
+                    if let Err(reason) = answer(engine, answers, &mut pass, request) {
                         return Closed::Failed(reason);
                     }
                 }
@@ -81,17 +88,26 @@ async fn read_requests(
                 Err(err) => return Closed::Failed(err.to_string()),
             }
         }
+        if !pass.is_empty() {
+            answers.send(&pass);
+            pass.clear();
+        }
     }
 }
 
-/// Answers one request now, or starts the loads it needs.
-fn answer(engine: &Engine, answers: &Arc<Outbox>, request: Frame) -> Result<(), String> {
+/// Answers one request now (into `pass`), or starts the loads it needs.
+fn answer(
+    engine: &Engine,
+    answers: &Arc<Outbox>,
+    pass: &mut BytesMut,
+    request: Frame,
+) -> Result<(), String> {
     let id = request.id;
     match request.kind {
         Kind::Get => {
             let keys = decode::<pb::GetRequest>(request)?.keys;
             match engine.serve_gets_now(&keys) {
-                Ok(outcomes) => queue_answer(answers, id, &pb::GetResponse { outcomes }),
+                Ok(outcomes) => encode_answer(pass, id, &pb::GetResponse { outcomes }),
                 Err(partial) => {
                     let (engine, answers) = (engine.clone(), answers.clone());
                     // Tracked with the engine's loads, so `stop` ends it.
@@ -104,7 +120,7 @@ fn answer(engine: &Engine, answers: &Arc<Outbox>, request: Frame) -> Result<(), 
         }
         Kind::Peek => {
             let keys = decode::<pb::PeekRequest>(request)?.keys;
-            queue_answer(answers, id, &pb::GetResponse { outcomes: engine.serve_peeks(&keys) });
+            encode_answer(pass, id, &pb::GetResponse { outcomes: engine.serve_peeks(&keys) });
         }
         Kind::Values => return Err("a peer sent an answer where a request belongs".into()),
     }

@@ -95,16 +95,13 @@ impl Transport {
     }
 
     /// Secures a connection a peer opened (its preface already read).
-    pub(crate) async fn server(&self, stream: TcpStream) -> io::Result<(Reader, Sink)> {
+    pub(crate) async fn server(&self, stream: TcpStream) -> io::Result<Halves> {
         match self {
-            Transport::Plain => {
-                let (reader, sink, _) = plain(stream);
-                Ok((reader, sink))
-            }
+            Transport::Plain => Ok(plain(stream)),
             #[cfg(feature = "tls")]
             Transport::Tls(configs) => {
                 let (reader, writer) = tokio::io::split(configs.accept(stream).await?);
-                Ok((Reader(Box::new(reader)), Sink::Stream(Box::new(writer))))
+                Ok((Reader(Box::new(reader)), Sink::Stream(Box::new(writer)), None))
             }
         }
     }
