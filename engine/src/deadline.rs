@@ -13,6 +13,8 @@ use crate::error::{Error, Result};
 /// An instant, and the timeout it was set from (for the caller's [`Error::Timeout`]).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Deadline {
+    /// When it was set: where a call's time is measured from, without reading the clock again.
+    pub(crate) started: Instant,
     pub(crate) at: Instant,
     timeout: Duration,
 }
@@ -25,7 +27,7 @@ impl Deadline {
     pub(crate) fn after(timeout: Duration) -> Self {
         let now = Instant::now();
         let at = now.checked_add(timeout).or_else(|| now.checked_add(FAR)).unwrap_or(now);
-        Deadline { at, timeout }
+        Deadline { started: now, at, timeout }
     }
 
     pub(crate) fn has_passed(&self) -> bool {

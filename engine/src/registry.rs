@@ -4,14 +4,14 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use arc_swap::ArcSwap;
-use xxhash_rust::xxh3::Xxh3Builder;
 
 use crate::error::{Error, Result};
 use crate::keyspace::KeySpace;
 use crate::metrics::Metrics;
 use crate::space::{Defaults, Space};
 
-type Map = HashMap<String, Arc<Space>, Xxh3Builder>;
+/// Looked up on every get: foldhash, which is cheap on short names.
+type Map = HashMap<String, Arc<Space>, foldhash::fast::RandomState>;
 
 /// The live keyspaces of one engine.
 #[derive(Debug)]

@@ -158,7 +158,7 @@ impl PeerClient {
                 other => Err((format!("an answer of kind {other:?}"), true)),
             }
         };
-        self.guarded(None, call).await
+        self.guarded(None, deadline.started, call).await
     }
 
     /// Stores entries at this peer (their owner).
@@ -252,21 +252,21 @@ impl PeerClient {
                 },
             )
         };
-        self.guarded(Some(timeout), call).await
+        self.guarded(Some(timeout), tokio::time::Instant::now(), call).await
     }
 
     /// Runs a call under the breaker and a timeout (`None`: the call bounds itself), recording
-    /// it in the metrics. The call fails with a reason and whether the failure counts against the
-    /// peer's health.
+    /// it in the metrics as started at `started`. The call fails with a reason and whether the
+    /// failure counts against the peer's health.
     async fn guarded<T>(
         &self,
         timeout: Option<Duration>,
+        started: tokio::time::Instant,
         call: impl Future<Output = Result<T, (String, bool)>>,
     ) -> Result<T, Unreachable> {
         let breaker_open =
             || Unreachable(format!("peer {} is failing (breaker open)", self.member.node_id));
         let Some(probe) = self.breaker.try_probe() else { return Err(breaker_open()) };
-        let started = tokio::time::Instant::now();
         let result = match timeout {
             Some(timeout) => tokio::time::timeout(timeout, call)
                 .await

@@ -4,9 +4,9 @@ use std::io;
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 /// Bytes read per call at most; values are sliced out of these buffers.
 const READ_CHUNK: usize = 64 * 1024;
@@ -20,7 +20,11 @@ pub(crate) enum Transport {
 }
 
 /// The read side of a connection.
-pub(crate) struct Reader(Box<dyn AsyncRead + Send + Unpin>);
+pub(crate) enum Reader {
+    Tcp(OwnedReadHalf),
+    /// Any other stream (TLS).
+    Stream(Box<dyn AsyncRead + Send + Unpin>),
+}
 
 /// The write side of a connection.
 pub(crate) enum Sink {
@@ -51,7 +55,36 @@ impl Reader {
         if buf.capacity() - buf.len() < READ_CHUNK / 8 {
             buf.reserve(READ_CHUNK);
         }
-        self.0.read_buf(buf).await
+        match self {
+            Reader::Tcp(socket) => read_drained(socket.as_ref(), buf).await,
+            Reader::Stream(stream) => stream.read_buf(buf).await,
+        }
+    }
+}
+
+/// Reads from a socket, taking a read shorter than the room offered to mean the socket is
+/// drained: its readiness is cleared then, so the next read waits for new data instead of
+/// first making a read that can only say "nothing yet" (a system call per request saved on
+/// each side of a quiet pipe). Data arriving meanwhile raises a newer readiness event, which
+/// clearing the older one leaves standing.
+async fn read_drained(socket: &TcpStream, buf: &mut BytesMut) -> io::Result<usize> {
+    loop {
+        socket.readable().await?;
+        let room = buf.capacity() - buf.len();
+        let mut read = 0;
+        let cleared = socket.try_io(Interest::READABLE, || {
+            read = socket.try_read_buf(buf)?;
+            if read > 0 && read < room {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            Ok(read)
+        });
+        match cleared {
+            Ok(read) => return Ok(read),
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock && read > 0 => return Ok(read),
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
+            Err(err) => return Err(err),
+        }
     }
 }
 
@@ -89,7 +122,7 @@ impl Transport {
             #[cfg(feature = "tls")]
             Transport::Tls(configs) => {
                 let (reader, writer) = tokio::io::split(configs.connect(stream).await?);
-                Ok((Reader(Box::new(reader)), Sink::Stream(Box::new(writer)), None))
+                Ok((Reader::Stream(Box::new(reader)), Sink::Stream(Box::new(writer)), None))
             }
         }
     }
@@ -101,7 +134,7 @@ impl Transport {
             #[cfg(feature = "tls")]
             Transport::Tls(configs) => {
                 let (reader, writer) = tokio::io::split(configs.accept(stream).await?);
-                Ok((Reader(Box::new(reader)), Sink::Stream(Box::new(writer)), None))
+                Ok((Reader::Stream(Box::new(reader)), Sink::Stream(Box::new(writer)), None))
             }
         }
     }
@@ -110,7 +143,7 @@ impl Transport {
 fn plain(stream: TcpStream) -> Halves {
     let (reader, writer) = stream.into_split();
     let writer = Arc::new(writer);
-    (Reader(Box::new(reader)), Sink::Tcp(writer.clone()), Some(writer))
+    (Reader::Tcp(reader), Sink::Tcp(writer.clone()), Some(writer))
 }
 
 #[cfg(feature = "tls")]
