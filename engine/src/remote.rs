@@ -54,7 +54,7 @@ impl<T> ByOwner<T> {
 }
 
 fn key_ref(space: &Space, key: &str) -> pb::KeyRef {
-    pb::KeyRef { keyspace: space.name(), key: key.to_owned() }
+    pb::KeyRef { keyspace: space.name().to_owned(), key: key.to_owned() }
 }
 
 impl Engine {
@@ -109,7 +109,7 @@ impl Engine {
         peer: &PeerClient,
         deadline: Deadline,
     ) -> (Result<Bytes>, Option<Stored>) {
-        let outcome = peer.get(key_ref(space, key), deadline).await;
+        let outcome = peer.get(space.name(), key, deadline).await;
         self.settle(space, key, peer, outcome, deadline).await
     }
 
@@ -166,7 +166,7 @@ impl Engine {
         deadline: Deadline,
     ) -> Option<(Result<Bytes>, Option<Stored>)> {
         let next = self.cluster()?.successor(key, &failed.member().node_id)?;
-        let answer = next.get(key_ref(space, key), deadline).await;
+        let answer = next.get(space.name(), key, deadline).await;
         match answer {
             Ok(Ok(remote)) => Some(self.accept(space, key, remote)),
             Ok(Err(Error::Unavailable(_))) | Err(_) => None,
@@ -292,7 +292,7 @@ impl Engine {
             }
             results[index] = Some(result);
         }
-        let name = space.name();
+        let name = space.name().to_owned();
         let remote = grouped.remote.into_values().map(|(peer, items)| {
             let name = name.clone();
             async move {

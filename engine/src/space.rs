@@ -62,13 +62,17 @@ pub(crate) struct Space {
     pub(crate) metrics: Metrics,
     /// Bumped by every write or invalidation; a hot-cache fill that saw it change stays out.
     invalidations: AtomicU64,
+    /// The keyspace's name, which an update never changes (read on every remote get).
+    name: Arc<str>,
 }
 
 impl Space {
     pub(crate) fn new(def: KeySpace, defaults: Defaults, metrics: Metrics) -> Self {
         let stats = Arc::new(Stats::new());
+        let name = Arc::from(def.name());
         let generation = Generation::new(def, defaults, &stats);
         Space {
+            name,
             current: ArcSwap::from_pointee(generation),
             flights: Flights::new(),
             routes: Flights::new(),
@@ -87,8 +91,8 @@ impl Space {
         self.current.load_full()
     }
 
-    pub(crate) fn name(&self) -> String {
-        self.current.load().def.name().to_owned()
+    pub(crate) fn name(&self) -> &str {
+        &self.name
     }
 
     /// Counts a get and answers it from the main store or the hot cache if possible.

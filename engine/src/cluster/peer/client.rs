@@ -95,10 +95,11 @@ impl PeerClient {
     /// Gets one key, waiting for it until `deadline`.
     pub(crate) async fn get(
         &self,
-        key: pb::KeyRef,
+        keyspace: &str,
+        key: &str,
         deadline: Deadline,
     ) -> Result<Result<RemoteValue>, Unreachable> {
-        let request = pb::GetRequest { keys: vec![key], forwarded: true };
+        let request = wire::OneKeyGet { keyspace, key };
         let outcome = self.pipe_call(Kind::Get, &request, deadline).await?.into_iter().next();
         outcome.map(get_outcome).ok_or_else(|| Unreachable("the peer answered no outcome".into()))
     }
