@@ -54,6 +54,42 @@ async fn error_variants_survive_the_wire() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_out_of_time_gets_its_own_timeout_and_still_trusts_the_owner() {
+    let caller_timeout = Duration::from_millis(300);
+    let mut cluster = TestCluster::new(Options::default());
+    cluster
+        .add_node_with(|mut node| {
+            node.keyspaces[0] = node.keyspaces[0].clone().with_read_timeout(caller_timeout);
+            node
+        })
+        .await;
+    cluster.add_node().await;
+    cluster.wait_converged().await;
+    let (caller, owner) = (0, 1);
+
+    // More slow gets than the breaker's threshold (3): each ends at the caller's deadline,
+    // without a local load, and none counts against the owner, which is only slow.
+    let slow: Vec<String> =
+        (0..5).map(|i| cluster.key_owned_by(owner, &format!("slow-{i}"))).collect();
+    let gets = slow.iter().map(|key| cluster.engine(caller).get(KEYSPACE, key));
+    for result in futures::future::join_all(gets).await {
+        assert!(
+            matches!(result, Err(Error::Timeout(after)) if after == caller_timeout),
+            "{result:?}"
+        );
+    }
+    let breakers: Vec<_> =
+        cluster.engine(caller).peers().into_iter().filter_map(|p| p.breaker).collect();
+    assert_eq!(breakers, vec![BreakerState::Closed]);
+    let key = cluster.key_owned_by(owner, "quick");
+    let value = cluster.engine(caller).get(KEYSPACE, &key).await.unwrap();
+    assert_eq!(value, value_of(&key).as_bytes());
+    assert_eq!(cluster.fetches(caller), 0, "the caller never loaded an owner's key itself");
+    assert_eq!(cluster.stats(caller).fallback_loads, 0);
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_or_oversized_peer_messages_get_an_error_not_a_panic() {
     let options =
         Options { configure: |config| config.with_max_message_bytes(1024), ..Options::default() };
