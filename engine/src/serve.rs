@@ -6,6 +6,7 @@ use bytes::Bytes;
 use distcache_proto::v1 as pb;
 
 use crate::cluster::wire;
+use crate::deadline::Deadline;
 use crate::engine::Engine;
 use crate::entry::Entry;
 use crate::error::{Error, Result};
@@ -46,10 +47,8 @@ impl Engine {
     /// loads the key here, within the keyspace read timeout.
     pub(crate) async fn serve_get_loaded(&self, keyspace: &str, key: &str) -> Result<Served> {
         let space = self.space(keyspace)?;
-        let timeout = space.current().read_timeout;
-        let value = tokio::time::timeout(timeout, self.load(&space, key))
-            .await
-            .unwrap_or(Err(Error::Timeout(timeout)))?;
+        let deadline = Deadline::after(space.current().read_timeout);
+        let value = deadline.bound(self.load(&space, key)).await?;
         // The load kept it (or not): read back for how long.
         let kept =
             space.current().store.entry(key).map_or(Kept::NotHere, |s| Kept::Until(s.expires_at));
