@@ -5,7 +5,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use distcache_proto::v1 as pb;
 
-use crate::cluster::wire;
+use crate::cluster::wire::{self, KeyName};
 use crate::deadline::Deadline;
 use crate::engine::Engine;
 use crate::entry::Entry;
@@ -59,11 +59,11 @@ impl Engine {
     /// outcomes so far when some must be loaded ([`finish_gets`](Self::finish_gets)).
     pub(crate) fn serve_gets_now(
         &self,
-        keys: &[pb::KeyRef],
+        keys: &[impl KeyName],
     ) -> std::result::Result<Vec<pb::GetOutcome>, Vec<Option<pb::GetOutcome>>> {
         let outcomes: Vec<Option<pb::GetOutcome>> = keys
             .iter()
-            .map(|k| self.serve_get_now(&k.keyspace, &k.key).map(wire::get_outcome))
+            .map(|k| self.serve_get_now(k.keyspace(), k.key()).map(wire::get_outcome))
             .collect();
         if outcomes.iter().all(Option::is_some) {
             return Ok(outcomes.into_iter().flatten().collect());
@@ -74,20 +74,20 @@ impl Engine {
     /// Loads the keys [`serve_gets_now`](Self::serve_gets_now) left open, concurrently.
     pub(crate) async fn finish_gets(
         &self,
-        keys: &[pb::KeyRef],
+        keys: &[impl KeyName],
         outcomes: Vec<Option<pb::GetOutcome>>,
     ) -> Vec<pb::GetOutcome> {
         let finish = keys.iter().zip(outcomes).map(|(k, outcome)| async move {
             match outcome {
                 Some(outcome) => outcome,
-                None => wire::get_outcome(self.serve_get_loaded(&k.keyspace, &k.key).await),
+                None => wire::get_outcome(self.serve_get_loaded(k.keyspace(), k.key()).await),
             }
         });
         futures::future::join_all(finish).await
     }
 
     /// Answers a peer's get request, loading what the stores lack.
-    pub(crate) async fn serve_gets(&self, keys: &[pb::KeyRef]) -> Vec<pb::GetOutcome> {
+    pub(crate) async fn serve_gets(&self, keys: &[impl KeyName]) -> Vec<pb::GetOutcome> {
         match self.serve_gets_now(keys) {
             Ok(outcomes) => outcomes,
             Err(partial) => self.finish_gets(keys, partial).await,

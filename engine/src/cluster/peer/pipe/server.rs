@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use super::frame::{self, Frame, Kind};
 use super::outbox::Outbox;
 use super::stream::{Reader, Transport};
+use crate::cluster::wire::{self, KeyRef};
 use crate::engine::Engine;
 
 /// Queues the answer to request `id`.
@@ -105,10 +106,12 @@ fn answer(
     let id = request.id;
     match request.kind {
         Kind::Get => {
-            let keys = decode::<pb::GetRequest>(request)?.keys;
+            let keys = wire::requested_keys(&request.body)
+                .map_err(|err| format!("a malformed request: {err}"))?;
             match engine.serve_gets_now(&keys) {
                 Ok(outcomes) => encode_answer(pass, id, &pb::GetResponse { outcomes }),
                 Err(partial) => {
+                    let keys: Vec<pb::KeyRef> = keys.into_iter().map(KeyRef::to_owned).collect();
                     let (engine, answers) = (engine.clone(), answers.clone());
                     // Tracked with the engine's loads, so `stop` ends it.
                     engine.clone().spawn_load(async move {

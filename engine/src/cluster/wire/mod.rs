@@ -1,12 +1,13 @@
 //! Conversions between engine types and peer-protocol messages.
 
+mod get;
+
+pub(crate) use get::{KeyName, KeyRef, OneKeyGet, requested_keys};
+
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::BufMut;
 use distcache_proto::v1::{self as pb, Code};
-use prost::Message;
-use prost::encoding::{self, WireType};
 
 use crate::error::Error;
 use crate::keyspace::{Expiration, KeySpace};
@@ -128,92 +129,9 @@ pub(crate) fn millis(duration: Duration) -> u64 {
     u64::try_from(ms).unwrap_or(u64::MAX)
 }
 
-/// A one-key `GetRequest` (marked forwarded) encoded straight from borrowed names: every
-/// remote get sends one, and the owned message would cost three allocations to build. It is
-/// only ever encoded; decoding one skips every field.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct OneKeyGet<'a> {
-    pub(crate) keyspace: &'a str,
-    pub(crate) key: &'a str,
-}
-
-impl OneKeyGet<'_> {
-    /// The length of the one `KeyRef`.
-    fn key_ref_len(&self) -> usize {
-        string_len(1, self.keyspace) + string_len(2, self.key)
-    }
-}
-
-/// The encoded length of a proto3 string field (absent when empty).
-fn string_len(tag: u32, value: &str) -> usize {
-    if value.is_empty() {
-        return 0;
-    }
-    encoding::key_len(tag) + encoding::encoded_len_varint(value.len() as u64) + value.len()
-}
-
-fn encode_string(tag: u32, value: &str, buf: &mut impl BufMut) {
-    if !value.is_empty() {
-        encoding::encode_key(tag, WireType::LengthDelimited, buf);
-        encoding::encode_varint(value.len() as u64, buf);
-        buf.put_slice(value.as_bytes());
-    }
-}
-
-impl Message for OneKeyGet<'_> {
-    fn encode_raw(&self, buf: &mut impl BufMut) {
-        // GetRequest { keys: [KeyRef { keyspace, key }] (field 1), forwarded: true (field 2) }
-        encoding::encode_key(1, WireType::LengthDelimited, buf);
-        encoding::encode_varint(self.key_ref_len() as u64, buf);
-        encode_string(1, self.keyspace, buf);
-        encode_string(2, self.key, buf);
-        encoding::encode_key(2, WireType::Varint, buf);
-        encoding::encode_varint(1, buf);
-    }
-
-    fn merge_field(
-        &mut self,
-        tag: u32,
-        wire_type: WireType,
-        buf: &mut impl bytes::Buf,
-        ctx: encoding::DecodeContext,
-    ) -> Result<(), prost::DecodeError> {
-        encoding::skip_field(wire_type, tag, buf, ctx)
-    }
-
-    fn encoded_len(&self) -> usize {
-        let key_ref = self.key_ref_len();
-        encoding::key_len(1)
-            + encoding::encoded_len_varint(key_ref as u64)
-            + key_ref
-            + encoding::key_len(2)
-            + 1
-    }
-
-    fn clear(&mut self) {
-        *self = OneKeyGet { keyspace: "", key: "" };
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_one_key_get_encodes_as_the_generated_message_does() {
-        let long = "k".repeat(300);
-        for (keyspace, key) in [("bench", "key-1"), ("", "k"), ("users", long.as_str())] {
-            let borrowed = OneKeyGet { keyspace, key };
-            let owned = pb::GetRequest {
-                keys: vec![pb::KeyRef { keyspace: keyspace.to_owned(), key: key.to_owned() }],
-                forwarded: true,
-            };
-            assert_eq!(borrowed.encoded_len(), owned.encoded_len());
-            assert_eq!(borrowed.encode_to_vec(), owned.encode_to_vec());
-            let decoded = pb::GetRequest::decode(borrowed.encode_to_vec().as_slice()).unwrap();
-            assert_eq!(decoded, owned);
-        }
-    }
 
     #[test]
     fn every_error_variant_survives_the_wire() {
