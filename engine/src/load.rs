@@ -32,7 +32,7 @@ impl Space {
         if let Some(peer) = previous_owner
             && let Some((value, stored)) = self.handoff(&key, &peer).await
         {
-            let keep = || self.current().store.insert(key.clone(), stored);
+            let keep = || self.current().store.insert(key.as_str(), stored);
             self.flights.land(&key, completion, keep, Ok(value));
             return;
         }
@@ -77,7 +77,7 @@ impl Space {
         let (result, stored) = self.load_with(&key, recheck).await;
         let keep = || {
             if let Some(stored) = stored {
-                self.current().store.insert(key.clone(), stored);
+                self.current().store.insert(key.as_str(), stored);
             }
         };
         self.flights.land(&key, completion, keep, result);

@@ -208,7 +208,7 @@ impl Space {
         if let Some(hot) = &generation.hot
             && self.invalidations.load(Ordering::SeqCst) == mark
         {
-            hot.insert(key.to_owned(), stored);
+            hot.insert(key, stored);
         }
     }
 
