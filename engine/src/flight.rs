@@ -163,8 +163,12 @@ impl Flights {
         result: Result<Bytes>,
     ) {
         let mut shard = self.shard(key);
-        if shard.get(key).is_some_and(|f| Arc::ptr_eq(f, &completion.flight)) {
-            shard.remove(key);
+        // One lookup in the common case; the key's flight is another only when a write fenced
+        // this one and a later get started anew, and that one stays.
+        if let Some(flight) = shard.remove(key)
+            && !Arc::ptr_eq(&flight, &completion.flight)
+        {
+            shard.insert(key.to_owned(), flight);
         }
         if !completion.flight.fenced.load(Ordering::Relaxed) {
             fill();

@@ -133,7 +133,9 @@ impl PipeClient {
     ) -> Result<Frame, CallError> {
         let conn = match self.open_conn() {
             Some(conn) => conn,
-            None => tokio::time::timeout_at(deadline, self.connection())
+            // Boxed: connecting is rare, and its large future would otherwise be part of
+            // every call's, moved with it on each call.
+            None => Box::pin(tokio::time::timeout_at(deadline, self.connection()))
                 .await
                 .map_err(|_| CallError::Expired)?
                 .map_err(CallError::Unreachable)?,
