@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering, fence};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
 use bytes::Bytes;
+use compact_str::CompactString;
 use tokio::sync::Notify;
 use xxhash_rust::xxh3::xxh3_64;
 
@@ -18,8 +19,9 @@ use crate::error::{Error, Result};
 
 const SHARDS: usize = 64;
 
-/// One shard of a keyspace's flights, by key.
-type Shard = HashMap<String, Arc<Flight>, foldhash::fast::RandomState>;
+/// One shard of a keyspace's flights, by key (inline up to 24 bytes: joining a flight
+/// allocates no copy of a short key).
+type Shard = HashMap<CompactString, Arc<Flight>, foldhash::fast::RandomState>;
 
 /// One load in progress, shared by every caller that wants the same key.
 #[derive(Debug, Default)]
@@ -137,7 +139,7 @@ impl Flights {
             return Joined::Follower(flight.clone());
         }
         let flight = Arc::new(Flight::default());
-        shard.insert(key.to_owned(), flight.clone());
+        shard.insert(key.into(), flight.clone());
         Joined::Leader(Completion { flight })
     }
 
@@ -168,7 +170,7 @@ impl Flights {
         if let Some(flight) = shard.remove(key)
             && !Arc::ptr_eq(&flight, &completion.flight)
         {
-            shard.insert(key.to_owned(), flight);
+            shard.insert(key.into(), flight);
         }
         if !completion.flight.fenced.load(Ordering::Relaxed) {
             fill();
