@@ -1,8 +1,10 @@
 //! Cluster load generator for W2-W5 (see WORKLOADS.md): distcache nodes as separate processes
 //! on loopback, driven by this program.
 //!
-//! Run with `cargo bench --bench cluster_load -- all` (or `w2`, `w3`, `w4`, `w5`, several at
-//! once). `--secs N` sets the measured windows for a smoke run: each W2 run and the W3 window
+//! Run with `cargo run --release -p cluster-load -- all` (or `w2`, `w3`, `w4`, `w5`, several
+//! at once). It is a package of its own rather than a `cargo bench` target so that the node
+//! processes run without the workspace's dev-dependency features (tokio's `test-util` puts a
+//! mutex on every clock read). `--secs N` sets the measured windows for a smoke run: each W2 run and the W3 window
 //! (defaults 3 s and 10 s) and W5's three phases (N/2 each, default 5 s); W4 has no window.
 //! `--rounds N` sets how many interleaved rounds W2 runs (default 3).
 //!
@@ -66,7 +68,9 @@ fn main() -> anyhow::Result<()> {
     }
     let settings = parse_settings(&args)?;
     if settings.workloads.is_empty() {
-        println!("cluster_load: nothing to run; use `cargo bench --bench cluster_load -- all`");
+        println!(
+            "cluster_load: nothing to run; name workloads: all, or w2 w3 w4 w5 [--secs N] [--rounds N]"
+        );
         return Ok(());
     }
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
@@ -86,12 +90,9 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `[w2|w3|w4|w5|all]... [--secs N] [--rounds N]`; other flags (cargo passes `--bench`) are ignored.
+/// `[w2|w3|w4|w5|all]... [--secs N] [--rounds N]`.
 fn parse_settings(args: &[String]) -> anyhow::Result<Settings> {
     let mut settings = Settings { workloads: Vec::new(), secs: None, rounds: None };
-    // `cargo bench` passes `--bench`; `cargo test --all-targets` runs this with no arguments,
-    // and then nothing is run (the workloads take minutes and start processes).
-    let benching = args.iter().any(|a| a == "--bench");
     let mut args = args.iter();
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -109,12 +110,9 @@ fn parse_settings(args: &[String]) -> anyhow::Result<Settings> {
                 ensure!(rounds > 0, "--rounds must be at least 1");
                 settings.rounds = Some(rounds);
             }
-            flag if flag.starts_with("--") => {}
+            flag if flag.starts_with("--") => bail!("unknown flag `{flag}`: --secs or --rounds"),
             other => bail!("unknown workload `{other}`: use w2, w3, w4, w5 or all"),
         }
-    }
-    if settings.workloads.is_empty() && benching {
-        settings.workloads.extend(["w2", "w3", "w4", "w5"].map(String::from));
     }
     settings.workloads.dedup();
     Ok(settings)

@@ -4,7 +4,9 @@ use std::io;
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, Interest};
+use tokio::io::Interest;
+#[cfg(feature = "tls")]
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
@@ -23,6 +25,7 @@ pub(crate) enum Transport {
 pub(crate) enum Reader {
     Tcp(OwnedReadHalf),
     /// Any other stream (TLS).
+    #[cfg(feature = "tls")]
     Stream(Box<dyn AsyncRead + Send + Unpin>),
 }
 
@@ -31,6 +34,7 @@ pub(crate) enum Sink {
     /// Plain TCP, shared with callers that write their own frame when the connection is idle.
     Tcp(Arc<OwnedWriteHalf>),
     /// Any other stream (TLS): only the connection's writer writes.
+    #[cfg(feature = "tls")]
     Stream(Box<dyn AsyncWrite + Send + Unpin>),
 }
 
@@ -44,6 +48,7 @@ impl std::fmt::Debug for Sink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Sink::Tcp(_) => "Sink::Tcp",
+            #[cfg(feature = "tls")]
             Sink::Stream(_) => "Sink::Stream",
         })
     }
@@ -57,6 +62,7 @@ impl Reader {
         }
         match self {
             Reader::Tcp(socket) => read_drained(socket.as_ref(), buf).await,
+            #[cfg(feature = "tls")]
             Reader::Stream(stream) => stream.read_buf(buf).await,
         }
     }
@@ -103,6 +109,7 @@ impl Sink {
                 }
                 Ok(())
             }
+            #[cfg(feature = "tls")]
             Sink::Stream(stream) => {
                 stream.write_all(bytes).await?;
                 stream.flush().await
