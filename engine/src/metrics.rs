@@ -197,12 +197,27 @@ impl Metrics {
         self.fetch_duration.record(elapsed.as_secs_f64(), &attributes);
     }
 
-    /// Records one call to a peer.
-    pub(crate) fn peer_call(&self, peer: &std::sync::Arc<str>, elapsed: Duration, ok: bool) {
-        let outcome = if ok { "ok" } else { "error" };
-        // The node id is shared, not copied: this runs on every peer get.
-        let peer = opentelemetry::StringValue::from(peer.clone());
-        let attributes = [KeyValue::new("peer", peer), KeyValue::new("outcome", outcome)];
-        self.peer_call_duration.record(elapsed.as_secs_f64(), &attributes);
+    /// Records one call to a peer, with the peer's attributes built once (`PeerCallAttributes`):
+    /// this runs on every peer get, from every worker thread.
+    pub(crate) fn peer_call(&self, peer: &PeerCallAttributes, elapsed: Duration, ok: bool) {
+        let attributes = if ok { &peer.ok } else { &peer.error };
+        self.peer_call_duration.record(elapsed.as_secs_f64(), attributes);
+    }
+}
+
+/// The attributes of one peer's call latencies, for each outcome.
+#[derive(Debug)]
+pub(crate) struct PeerCallAttributes {
+    ok: [KeyValue; 2],
+    error: [KeyValue; 2],
+}
+
+impl PeerCallAttributes {
+    pub(crate) fn new(peer: &Arc<str>) -> Self {
+        let with = |outcome: &'static str| {
+            let peer = opentelemetry::StringValue::from(peer.clone());
+            [KeyValue::new("peer", peer), KeyValue::new("outcome", outcome)]
+        };
+        PeerCallAttributes { ok: with("ok"), error: with("error") }
     }
 }

@@ -129,6 +129,18 @@ async fn three_nodes_serve_the_client_api_admin_api_and_ctl() {
         .expect("metrics");
     assert_eq!(metrics.status, 200);
     assert!(String::from_utf8_lossy(&metrics.body).contains("distcache_gets_total"));
+    // Peer calls are timed per peer and outcome (two nodes asked the owner of "note").
+    let mut peer_calls_timed = false;
+    for admin in &admins {
+        let metrics = admin.request(axum::http::Method::GET, "/metrics", None, Bytes::new()).await;
+        let body = metrics.expect("metrics").body;
+        peer_calls_timed |= String::from_utf8_lossy(&body).lines().any(|line| {
+            line.starts_with("distcache_peer_call_duration")
+                && line.contains("peer=\"node-")
+                && line.contains("outcome=\"ok\"")
+        });
+    }
+    assert!(peer_calls_timed, "no node reports its peer calls' latency");
 
     check_tokens(&nodes[0]).await;
     check_ctl(&nodes).await;

@@ -14,7 +14,7 @@ use crate::cluster::ring::Member;
 use crate::cluster::wire;
 use crate::deadline::Deadline;
 use crate::error::{Error, Result};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, PeerCallAttributes};
 use crate::protect::{Breaker, BreakerState};
 
 /// A value as its owner returned it.
@@ -46,6 +46,7 @@ pub(crate) struct PeerClient {
     pipe: PipeClient,
     breaker: Breaker,
     metrics: Metrics,
+    call_attributes: PeerCallAttributes,
 }
 
 impl PeerClient {
@@ -81,7 +82,8 @@ impl PeerClient {
             config.batching,
         );
         let breaker = Breaker::new(config.breaker_threshold, config.breaker_cooldown);
-        Ok(std::sync::Arc::new(PeerClient { member, rpc, pipe, breaker, metrics }))
+        let call_attributes = PeerCallAttributes::new(&member.node_id);
+        Ok(std::sync::Arc::new(PeerClient { member, rpc, pipe, breaker, metrics, call_attributes }))
     }
 
     pub(crate) fn member(&self) -> &Member {
@@ -274,7 +276,7 @@ impl PeerClient {
                 .unwrap_or_else(|_| Err(("peer call timed out".to_owned(), true))),
             None => call.await,
         };
-        self.metrics.peer_call(&self.member.node_id, started.elapsed(), result.is_ok());
+        self.metrics.peer_call(&self.call_attributes, started.elapsed(), result.is_ok());
         probe.record(!matches!(result, Err((_, true))));
         result.map_err(|(reason, _)| {
             Unreachable(format!(
