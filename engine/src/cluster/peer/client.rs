@@ -101,7 +101,7 @@ impl PeerClient {
         key: &str,
         deadline: Deadline,
     ) -> Result<Result<RemoteValue>, Unreachable> {
-        let request = wire::OneKeyGet { keyspace, key };
+        let request = wire::OneKeyGet(wire::KeyRef { keyspace, key });
         let outcome = self.pipe_call(Kind::Get, &request, deadline).await?.into_iter().next();
         outcome.map(get_outcome).ok_or_else(|| Unreachable("the peer answered no outcome".into()))
     }

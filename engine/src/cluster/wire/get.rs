@@ -44,8 +44,13 @@ impl KeyName for KeyRef<'_> {
 
 impl KeyRef<'_> {
     /// The owned message, for work that outlives the request's bytes.
-    pub(crate) fn to_owned(self) -> pb::KeyRef {
+    pub(crate) fn to_message(self) -> pb::KeyRef {
         pb::KeyRef { keyspace: self.keyspace.to_owned(), key: self.key.to_owned() }
+    }
+
+    /// The length of this `KeyRef` encoded.
+    fn encoded_len(&self) -> usize {
+        string_len(1, self.keyspace) + string_len(2, self.key)
     }
 }
 
@@ -137,17 +142,7 @@ fn field<'a>(body: &mut &'a [u8]) -> Result<(u32, Field<'a>), Malformed> {
 /// A one-key `GetRequest` (marked forwarded) encoded straight from borrowed names. It is only
 /// ever encoded; decoding one skips every field.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct OneKeyGet<'a> {
-    pub(crate) keyspace: &'a str,
-    pub(crate) key: &'a str,
-}
-
-impl OneKeyGet<'_> {
-    /// The length of the one `KeyRef`.
-    fn key_ref_len(&self) -> usize {
-        string_len(1, self.keyspace) + string_len(2, self.key)
-    }
-}
+pub(crate) struct OneKeyGet<'a>(pub(crate) KeyRef<'a>);
 
 /// The encoded length of a proto3 string field (absent when empty).
 fn string_len(tag: u32, value: &str) -> usize {
@@ -169,9 +164,9 @@ impl Message for OneKeyGet<'_> {
     fn encode_raw(&self, buf: &mut impl BufMut) {
         // GetRequest { keys: [KeyRef { keyspace, key }] (field 1), forwarded: true (field 2) }
         encoding::encode_key(1, WireType::LengthDelimited, buf);
-        encoding::encode_varint(self.key_ref_len() as u64, buf);
-        encode_string(1, self.keyspace, buf);
-        encode_string(2, self.key, buf);
+        encoding::encode_varint(self.0.encoded_len() as u64, buf);
+        encode_string(1, self.0.keyspace, buf);
+        encode_string(2, self.0.key, buf);
         encoding::encode_key(2, WireType::Varint, buf);
         encoding::encode_varint(1, buf);
     }
@@ -187,7 +182,7 @@ impl Message for OneKeyGet<'_> {
     }
 
     fn encoded_len(&self) -> usize {
-        let key_ref = self.key_ref_len();
+        let key_ref = self.0.encoded_len();
         encoding::key_len(1)
             + encoding::encoded_len_varint(key_ref as u64)
             + key_ref
@@ -196,7 +191,7 @@ impl Message for OneKeyGet<'_> {
     }
 
     fn clear(&mut self) {
-        *self = OneKeyGet { keyspace: "", key: "" };
+        *self = OneKeyGet(KeyRef { keyspace: "", key: "" });
     }
 }
 
@@ -216,7 +211,7 @@ mod tests {
     fn a_one_key_get_encodes_as_the_generated_message_does() {
         let long = "k".repeat(300);
         for (keyspace, key) in [("bench", "key-1"), ("", "k"), ("users", long.as_str())] {
-            let borrowed = OneKeyGet { keyspace, key };
+            let borrowed = OneKeyGet(KeyRef { keyspace, key });
             let owned = request(&[(keyspace, key)]);
             assert_eq!(borrowed.encoded_len(), owned.encoded_len());
             assert_eq!(borrowed.encode_to_vec(), owned.encode_to_vec());

@@ -111,7 +111,7 @@ fn answer(
             match engine.serve_gets_now(&keys) {
                 Ok(outcomes) => encode_answer(pass, id, &pb::GetResponse { outcomes }),
                 Err(partial) => {
-                    let keys: Vec<pb::KeyRef> = keys.into_iter().map(KeyRef::to_owned).collect();
+                    let keys: Vec<pb::KeyRef> = keys.into_iter().map(KeyRef::to_message).collect();
                     let (engine, answers) = (engine.clone(), answers.clone());
                     // Tracked with the engine's loads, so `stop` ends it.
                     engine.clone().spawn_load(async move {
