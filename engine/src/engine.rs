@@ -19,7 +19,7 @@ use crate::flight::Joined;
 use crate::keyspace::KeySpace;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
-use crate::space::{Space, check_key};
+use crate::space::{Space, Stores, check_key};
 use crate::stats::{KeySpaceStats, bump};
 use crate::store::{Kept, Lookup};
 
@@ -155,11 +155,11 @@ impl Engine {
         self.check_running()?;
         check_key(key)?;
         let span = tracing::debug_span!("distcache.get", keyspace, outcome = tracing::field::Empty);
+        let stores = self.stores_for(key);
         // The hit path borrows the keyspace; only a miss takes a reference to carry on with.
-        let space = self
-            .inner
-            .registry
-            .with(keyspace, |space| self.answer_locally(space, key).ok_or_else(|| space.clone()))?;
+        let space = self.inner.registry.with(keyspace, |space| {
+            self.answer_locally(space, key, stores).ok_or_else(|| space.clone())
+        })?;
         match space {
             Err(space) => self.load_missing(&space, key).instrument(span).await,
             Ok((outcome, answered)) => {
@@ -341,21 +341,31 @@ impl Engine {
 
     async fn get_in(&self, space: &Arc<Space>, key: &str) -> Result<Bytes> {
         check_key(key)?;
-        match self.answer_locally(space, key) {
+        match self.answer_locally(space, key, self.stores_for(key)) {
             Some((_, answered)) => answered,
             None => self.load_missing(space, key).await,
         }
     }
 
-    /// Answers a get from this node's stores when they can (the value, or a remembered
+    /// The stores that may answer a get of `key` here: only the hot cache when a peer owns it
+    /// (one store probe per get, and never a main-store copy the owner may have replaced).
+    pub(crate) fn stores_for(&self, key: &str) -> Stores {
+        match self.cluster() {
+            Some(cluster) if cluster.is_peer_owned(key) => Stores::Hot,
+            _ => Stores::MainAndHot,
+        }
+    }
+
+    /// Answers a get from this node's `stores` when they can (the value, or a remembered
     /// not-found), starting a background refresh of a value close to expiry; `None` on a miss.
     /// The name says how it was answered, for spans.
     pub(crate) fn answer_locally(
         &self,
         space: &Arc<Space>,
         key: &str,
+        stores: Stores,
     ) -> Option<(&'static str, Result<Bytes>)> {
-        let (outcome, answered) = self.answer_kept(space, key)?;
+        let (outcome, answered) = self.answer_kept(space, key, stores)?;
         Some((outcome, answered.map(|(value, _)| value)))
     }
 
@@ -365,8 +375,9 @@ impl Engine {
         &self,
         space: &Arc<Space>,
         key: &str,
+        stores: Stores,
     ) -> Option<(&'static str, Result<(Bytes, Kept)>)> {
-        match space.lookup(key) {
+        match space.lookup(key, stores) {
             Lookup::Hit(value, at) => Some(("hit", Ok((value, Kept::Until(at))))),
             Lookup::Refresh(value, at) => {
                 self.refresh(space, key);

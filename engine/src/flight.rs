@@ -40,6 +40,8 @@ pub(crate) struct Flight {
 #[derive(Debug)]
 pub(crate) struct Completion {
     flight: Arc<Flight>,
+    /// The key's shard, so that landing does not hash the key again.
+    shard: usize,
 }
 
 /// Holds a key's shard while a write lands; see [`Flights::fence`].
@@ -125,22 +127,26 @@ impl Flights {
         Flights { shards: (0..SHARDS).map(|_| Mutex::default()).collect() }
     }
 
-    fn shard(&self, key: &str) -> MutexGuard<'_, Shard> {
-        let index = (xxh3_64(key.as_bytes()) % SHARDS as u64) as usize;
+    fn shard_of(key: &str) -> usize {
+        (xxh3_64(key.as_bytes()) % SHARDS as u64) as usize
+    }
+
+    fn lock(&self, shard: usize) -> MutexGuard<'_, Shard> {
         // A poisoned shard only means a panic elsewhere while it was held; its map is intact.
-        self.shards[index].lock().unwrap_or_else(PoisonError::into_inner)
+        self.shards[shard].lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Joins the key's flight, starting one if none is in progress.
     pub(crate) fn join(&self, key: &str) -> Joined {
-        let mut shard = self.shard(key);
+        let index = Self::shard_of(key);
+        let mut shard = self.lock(index);
         if let Some(flight) = shard.get(key).filter(|f| !f.is_abandoned()) {
             flight.followed.store(true, Ordering::SeqCst);
             return Joined::Follower(flight.clone());
         }
         let flight = Arc::new(Flight::default());
         shard.insert(key.into(), flight.clone());
-        Joined::Leader(Completion { flight })
+        Joined::Leader(Completion { flight, shard: index })
     }
 
     /// Fences any load in flight for `key` and holds the key's shard until the returned guard
@@ -148,7 +154,7 @@ impl Flights {
     /// leaves the map, so a get issued after the write starts a fresh load instead of taking
     /// the value the fenced one read before the write.
     pub(crate) fn fence(&self, key: &str) -> Fence<'_> {
-        let mut shard = self.shard(key);
+        let mut shard = self.lock(Self::shard_of(key));
         if let Some(flight) = shard.remove(key) {
             flight.fenced.store(true, Ordering::Relaxed);
         }
@@ -156,15 +162,15 @@ impl Flights {
     }
 
     /// Ends a flight: under the key's lock, removes it and runs `fill` unless a write fenced
-    /// it; then hands `result` to every waiter.
+    /// it; then hands `result` to every waiter, and back to the leader.
     pub(crate) fn land(
         &self,
         key: &str,
         completion: Completion,
         fill: impl FnOnce(),
         result: Result<Bytes>,
-    ) {
-        let mut shard = self.shard(key);
+    ) -> Result<Bytes> {
+        let mut shard = self.lock(completion.shard);
         // One lookup in the common case; the key's flight is another only when a write fenced
         // this one and a later get started anew, and that one stays.
         if let Some(flight) = shard.remove(key)
@@ -175,8 +181,14 @@ impl Flights {
         if !completion.flight.fenced.load(Ordering::Relaxed) {
             fill();
         }
+        // Out of the map, under its lock: nobody can follow any more, so this is final.
+        let followed = completion.flight.followed.load(Ordering::Relaxed);
         drop(shard);
-        completion.send(result);
+        // A lone leader (the usual case) keeps its result to itself: no clone of it.
+        if followed {
+            completion.send(result.clone());
+        }
+        result
     }
 
     /// Holds every shard, so no write or fill lands while the keyspace's store is swapped.
@@ -199,7 +211,8 @@ mod tests {
                 Joined::Leader(_) => panic!("later joins follow"),
             })
             .collect();
-        flights.land("k", completion, || {}, Ok(Bytes::from_static(b"v")));
+        let landed = flights.land("k", completion, || {}, Ok(Bytes::from_static(b"v")));
+        assert_eq!(landed.unwrap(), "v", "the leader gets its result back");
         for follower in followers {
             assert_eq!(follower.await.unwrap().unwrap(), "v");
         }

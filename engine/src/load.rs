@@ -33,7 +33,8 @@ impl Space {
             && let Some((value, stored)) = self.handoff(&key, &peer).await
         {
             let keep = || self.current().store.insert(key.as_str(), stored);
-            self.flights.land(&key, completion, keep, Ok(value));
+            // Its waiters (the leader among them) get the value from the flight.
+            let _ = self.flights.land(&key, completion, keep, Ok(value));
             return;
         }
         self.fill_with(key, completion, true).await;
@@ -80,7 +81,7 @@ impl Space {
                 self.current().store.insert(key.as_str(), stored);
             }
         };
-        self.flights.land(&key, completion, keep, result);
+        let _ = self.flights.land(&key, completion, keep, result);
     }
 
     /// Fetches `key` from the data source, catching panics; returns the caller's answer and

@@ -16,8 +16,8 @@ const DEPTH: usize = 4;
 const WIDTH: usize = 4096;
 /// How many hottest keys are kept.
 pub(crate) const TOP: usize = 32;
-/// One hit in this many is sampled (with this weight), so hits stay cheap.
-const HIT_SAMPLE: u32 = 128;
+/// One request in this many is sampled (with this weight) where counting must stay cheap.
+const SAMPLE: u32 = 128;
 /// A thread checks whether counts are due to halve once in this many records; reading the
 /// rates ([`RateSketch::hottest`]) always checks.
 const DECAY_CHECK_EVERY: u32 = 16;
@@ -66,8 +66,8 @@ impl RateSketch {
         self.rate(count)
     }
 
-    /// Counts a cache hit: one in [`HIT_SAMPLE`] hits is recorded, with that weight.
-    pub(crate) fn record_hit(&self, key: &str) {
+    /// Counts a request cheaply: one in [`SAMPLE`] is recorded, with that weight.
+    pub(crate) fn record_sampled(&self, key: &str) {
         // A per-thread xorshift, so the sample does not alias with a periodic access pattern.
         thread_local! {
             static STATE: Cell<u32> = const { Cell::new(0x9E37_79B9) };
@@ -78,10 +78,10 @@ impl RateSketch {
             x ^= x >> 17;
             x ^= x << 5;
             state.set(x);
-            x.is_multiple_of(HIT_SAMPLE)
+            x.is_multiple_of(SAMPLE)
         });
         if sampled {
-            self.record_weighted(key, HIT_SAMPLE);
+            self.record_weighted(key, SAMPLE);
         }
     }
 

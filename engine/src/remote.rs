@@ -92,8 +92,7 @@ impl Engine {
                             space.admit_hot_fenced(key, stored, mark);
                         }
                     };
-                    space.routes.land(key, completion, keep, result.clone());
-                    return result;
+                    return space.routes.land(key, completion, keep, result);
                 }
             }
         }
@@ -219,7 +218,7 @@ impl Engine {
                 results[index] = Some(Err(err));
                 continue;
             }
-            match self.answer_locally(space, key) {
+            match self.answer_locally(space, key, self.stores_for(key)) {
                 Some((_, answered)) => results[index] = Some(answered),
                 None => misses.push((index, *key)),
             }

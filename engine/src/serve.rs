@@ -10,7 +10,7 @@ use crate::deadline::Deadline;
 use crate::engine::Engine;
 use crate::entry::Entry;
 use crate::error::{Error, Result};
-use crate::space::{Space, check_key};
+use crate::space::{Space, Stores, check_key};
 use crate::stats::bump;
 use crate::store::Kept;
 
@@ -39,7 +39,8 @@ impl Engine {
             Err(err) => return Some(Err(err)),
         };
         bump(&space.stats.local().served_to_peers);
-        let (_, answered) = self.answer_kept(&space, key)?;
+        // Asked as the owner: never forwarded, so both stores may answer.
+        let (_, answered) = self.answer_kept(&space, key, Stores::MainAndHot)?;
         Some(answered.map(|(value, kept)| served(&space, key, value, kept)))
     }
 

@@ -32,6 +32,16 @@ pub(crate) struct Defaults {
     pub(crate) circuit_breaker: Option<CircuitBreaker>,
 }
 
+/// Which of a keyspace's stores may answer a get.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stores {
+    /// The main store, then the hot cache: a key this node owns, or serves to a peer.
+    MainAndHot,
+    /// Only the hot cache: a key a peer owns. The main store keeps this node's keys; a copy
+    /// left there from before a ring change is not served, as the owner may have replaced it.
+    Hot,
+}
+
 /// A definition together with the stores built for it; replaced whole by `update_keyspace`.
 #[derive(Debug)]
 pub(crate) struct Generation {
@@ -95,11 +105,14 @@ impl Space {
         &self.name
     }
 
-    /// Counts a get and answers it from the main store or the hot cache if possible.
-    pub(crate) fn lookup(&self, key: &str) -> Lookup {
+    /// Counts a get and answers it from the stores that may hold the key, if they can.
+    pub(crate) fn lookup(&self, key: &str, stores: Stores) -> Lookup {
         let cells = self.stats.local();
         let generation = self.current.load();
-        let mut found = generation.store.lookup(key);
+        let mut found = match stores {
+            Stores::MainAndHot => generation.store.lookup(key),
+            Stores::Hot => Lookup::Miss,
+        };
         if let (Lookup::Miss, Some(hot)) = (&found, &generation.hot) {
             found = match hot.lookup(key) {
                 Lookup::Hit(value, _) => Lookup::HotHit(value),
@@ -113,13 +126,15 @@ impl Space {
                 bump(&cells.hot_hits);
             }
             Lookup::NotFound => bump(&cells.negative_hits),
-            Lookup::Miss => {
-                bump(&cells.misses);
+            Lookup::Miss => bump(&cells.misses),
+        }
+        match (&found, stores) {
+            // A miss this node loads is worth counting exactly; everything else is sampled,
+            // which keeps hot keys visible at a fraction of the cost.
+            (Lookup::Miss, Stores::MainAndHot) => {
                 self.rates.record(key);
             }
-        }
-        if !matches!(found, Lookup::Miss) {
-            self.rates.record_hit(key);
+            _ => self.rates.record_sampled(key),
         }
         found
     }

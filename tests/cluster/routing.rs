@@ -52,6 +52,14 @@ async fn joins_crashes_and_graceful_leaves_reroute_keys_without_errors() {
     let moved: Vec<usize> =
         (0..cached.len()).filter(|&i| cluster.owner_of(&cached[i]) == newcomer).collect();
     assert!(!moved.is_empty(), "some of {} keys moved", cached.len());
+    // An old owner asks the new one rather than answering from the copy it kept.
+    for &i in &moved {
+        let (node, key) = (old_owner[i], &cached[i]);
+        let before = cluster.stats(node);
+        assert_eq!(cluster.engine(node).get(KEYSPACE, key).await.unwrap(), value_of(key));
+        let after = cluster.stats(node);
+        assert_eq!((after.hits, after.peer_loads), (before.hits, before.peer_loads + 1), "{key}");
+    }
     for &i in &moved {
         cluster.engine(1).put(KEYSPACE, (cached[i].as_str(), "rewritten")).await.unwrap();
         let read = cluster.engine(old_owner[i]).get(KEYSPACE, &cached[i]).await.unwrap();

@@ -222,15 +222,21 @@ impl Cluster {
 
     /// Who serves `key`.
     pub(crate) fn route(&self, key: &str) -> Route {
+        self.owning_peer(key, Arc::clone).map_or(Route::Local, Route::Remote)
+    }
+
+    /// Whether [`route`](Self::route) would send `key` to a peer, without taking a reference
+    /// to it (the check is on every get; the reference only on a miss).
+    pub(crate) fn is_peer_owned(&self, key: &str) -> bool {
+        self.owning_peer(key, |_| ()).is_some()
+    }
+
+    /// `then` applied to the client of the peer that owns `key`; `None` when this node owns it,
+    /// nobody does, or the owner has no client here yet.
+    fn owning_peer<T>(&self, key: &str, then: impl FnOnce(&Arc<PeerClient>) -> T) -> Option<T> {
         let ring = self.ring.load();
-        match ring.owner(key) {
-            Some(owner) if *owner.node_id != *self.me.node_id => self
-                .peers
-                .load()
-                .get(&owner.node_id)
-                .map_or(Route::Local, |p| Route::Remote(p.clone())),
-            _ => Route::Local,
-        }
+        let owner = ring.owner(key).filter(|owner| *owner.node_id != *self.me.node_id)?;
+        self.peers.load().get(&owner.node_id).map(then)
     }
 
     /// The peer that will own `key` once the unreachable `gone` leaves the ring; `None` when
