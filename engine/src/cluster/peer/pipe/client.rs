@@ -255,6 +255,10 @@ impl Conn {
 }
 
 /// Drives one connection until it fails or its client goes away.
+///
+/// The reader is a task of its own: an answer wakes only it, not the writer, the sweep and the
+/// close watch beside it (each woken future of a `select!` polls all of them, on the path from
+/// an answer to its caller).
 async fn run(
     conn: Arc<Conn>,
     reader: Reader,
@@ -262,18 +266,20 @@ async fn run(
     max_frame_bytes: usize,
     coalesce: bool,
 ) {
+    let mut reading = tokio::spawn(read_answers(conn.clone(), reader, max_frame_bytes));
     let reason = tokio::select! {
         biased;
-        reason = read_answers(&conn, reader, max_frame_bytes) => reason,
+        read = &mut reading => read.unwrap_or_else(|err| format!("the pipe reader failed: {err}")),
         err = conn.outbox.write_out(&mut sink, coalesce) => format!("writing to the peer: {err}"),
         never = sweep(&conn) => match never {},
         () = conn.closed.cancelled() => "the peer client closed".to_owned(),
     };
+    reading.abort();
     tracing::debug!(%reason, "pipe connection closed");
     conn.close(&reason);
 }
 
-async fn read_answers(conn: &Conn, mut reader: Reader, max_frame_bytes: usize) -> String {
+async fn read_answers(conn: Arc<Conn>, mut reader: Reader, max_frame_bytes: usize) -> String {
     let mut buf = BytesMut::new();
     loop {
         match reader.read(&mut buf).await {
