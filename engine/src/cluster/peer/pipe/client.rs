@@ -21,6 +21,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{Notify, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 
 use super::frame::{self, Frame, Kind, PREFACE};
 use super::outbox::Outbox;
@@ -266,7 +267,8 @@ async fn run(
     max_frame_bytes: usize,
     coalesce: bool,
 ) {
-    let mut reading = tokio::spawn(read_answers(conn.clone(), reader, max_frame_bytes));
+    let mut reading =
+        AbortOnDropHandle::new(tokio::spawn(read_answers(conn.clone(), reader, max_frame_bytes)));
     let reason = tokio::select! {
         biased;
         read = &mut reading => read.unwrap_or_else(|err| format!("the pipe reader failed: {err}")),
@@ -274,7 +276,7 @@ async fn run(
         never = sweep(&conn) => match never {},
         () = conn.closed.cancelled() => "the peer client closed".to_owned(),
     };
-    reading.abort();
+    drop(reading);
     tracing::debug!(%reason, "pipe connection closed");
     conn.close(&reason);
 }

@@ -12,6 +12,7 @@ use distcache_proto::v1 as pb;
 use prost::Message;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 
 use super::frame::{self, Frame, Kind};
 use super::outbox::Outbox;
@@ -46,9 +47,15 @@ pub(crate) async fn serve_connection(
         }
     };
     let answers = Arc::new(Outbox::new(direct));
+    // The reader is a task of its own, so a request wakes only it (a `select!` polls every
+    // branch it holds on each wake); it ends with this one.
+    let reading = tokio::spawn(read_requests(engine, answers.clone(), reader, max_frame_bytes));
+    let mut reading = AbortOnDropHandle::new(reading);
     let reason = tokio::select! {
         biased;
-        reason = read_requests(&engine, &answers, reader, max_frame_bytes) => reason,
+        read = &mut reading => {
+            read.unwrap_or_else(|err| Closed::Failed(format!("the pipe reader failed: {err}")))
+        }
         err = answers.write_out(&mut sink, false) => Closed::Failed(format!("writing: {err}")),
         () = shutdown.cancelled() => return,
     };
@@ -64,8 +71,8 @@ enum Closed {
 }
 
 async fn read_requests(
-    engine: &Engine,
-    answers: &Arc<Outbox>,
+    engine: Engine,
+    answers: Arc<Outbox>,
     mut reader: Reader,
     max_frame_bytes: usize,
 ) -> Closed {
@@ -81,7 +88,7 @@ async fn read_requests(
         loop {
             match frame::decode(&mut buf, max_frame_bytes) {
                 Ok(Some(request)) => {
-                    if let Err(reason) = answer(engine, answers, &mut pass, request) {
+                    if let Err(reason) = answer(&engine, &answers, &mut pass, request) {
                         return Closed::Failed(reason);
                     }
                 }
