@@ -1,7 +1,8 @@
 //! The cluster side of an engine: membership, the ring, and clients for the peers in it.
 //!
 //! - `membership`: chitchat gossip over UDP (`transport`) says who is live and ready.
-//! - `ring`: the ready members become an ownership table with an epoch.
+//! - `ring`: the ready members become an ownership table with an epoch; `routing` pairs it
+//!   with the members' clients for the gets.
 //! - `peer`: one [`PeerClient`](peer::PeerClient) per peer (gets and peeks pipelined on one
 //!   connection, everything else over gRPC, behind a breaker), and the peer port
 //!   (`peer::listener`) where the pipe and the gRPC service (`peer::server`) answer peers;
@@ -13,6 +14,7 @@ pub(crate) mod config;
 pub(crate) mod membership;
 pub(crate) mod peer;
 pub(crate) mod ring;
+pub(crate) mod routing;
 pub(crate) mod wire;
 
 use std::collections::HashMap;
@@ -29,12 +31,14 @@ use tokio_util::task::TaskTracker;
 pub use config::ClusterConfig;
 pub use membership::PeerInfo;
 pub use ring::{Member, Ring};
+pub(crate) use routing::Route;
 
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::protect::BreakerState;
 use membership::{GossipSettings, Membership, SelfInfo, SelfState};
 use peer::PeerClient;
+use routing::Routing;
 
 /// A change in the set of nodes that take traffic.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,16 +64,7 @@ pub struct PeerStatus {
     pub breaker: Option<BreakerState>,
 }
 
-/// Where a key's value comes from.
-#[derive(Debug)]
-pub(crate) enum Route {
-    /// This node owns the key (or knows no owner).
-    Local,
-    /// Ask this peer.
-    Remote(Arc<PeerClient>),
-}
-
-/// The clients of the other members, by node id (looked up on every remote get).
+/// The clients of the other members, by node id.
 type Peers = HashMap<Arc<str>, Arc<PeerClient>, foldhash::fast::RandomState>;
 
 /// This node's view of, and place in, the cluster.
@@ -78,7 +73,8 @@ pub(crate) struct Cluster {
     pub(crate) config: ClusterConfig,
     me: SelfInfo,
     gossip_addr: SocketAddr,
-    ring: ArcSwap<Ring>,
+    /// The current ring and its members' clients.
+    routing: ArcSwap<Routing>,
     /// The ring before the last change, and until when new owners may ask its owners first.
     handoff: ArcSwap<Handoff>,
     /// The epoch of the current ring, for the warmup that follows each change.
@@ -176,7 +172,7 @@ impl Cluster {
         let empty = Arc::new(Ring::new(0, Vec::new()));
         let cluster = Arc::new(Cluster {
             gossip_addr: membership.gossip_addr(),
-            ring: ArcSwap::new(empty.clone()),
+            routing: ArcSwap::from_pointee(Routing::new(empty.clone(), |_| None)),
             handoff: ArcSwap::from_pointee(Handoff {
                 ring: empty,
                 without_me: None,
@@ -217,7 +213,7 @@ impl Cluster {
 
     /// The current ring.
     pub(crate) fn ring(&self) -> Arc<Ring> {
-        self.ring.load_full()
+        self.routing.load().ring.clone()
     }
 
     /// Who serves `key`.
@@ -234,16 +230,14 @@ impl Cluster {
     /// `then` applied to the client of the peer that owns `key`; `None` when this node owns it,
     /// nobody does, or the owner has no client here yet.
     fn owning_peer<T>(&self, key: &str, then: impl FnOnce(&Arc<PeerClient>) -> T) -> Option<T> {
-        let ring = self.ring.load();
-        let owner = ring.owner(key).filter(|owner| *owner.node_id != *self.me.node_id)?;
-        self.peers.load().get(&owner.node_id).map(then)
+        self.routing.load().owning_peer(key, then)
     }
 
     /// The peer that will own `key` once the unreachable `gone` leaves the ring; `None` when
     /// that is this node (or nobody).
     pub(crate) fn successor(&self, key: &str, gone: &str) -> Option<Arc<PeerClient>> {
-        let ring = self.ring.load();
-        let next = ring.successor(key, gone)?;
+        let routing = self.routing.load();
+        let next = routing.ring.successor(key, gone)?;
         if *next.node_id == *self.me.node_id {
             return None;
         }
@@ -267,7 +261,7 @@ impl Cluster {
 
     /// The ring before the last change and the current one.
     pub(crate) fn rings(&self) -> (Arc<Ring>, Arc<Ring>) {
-        (self.handoff.load().ring.clone(), self.ring.load_full())
+        (self.handoff.load().ring.clone(), self.ring())
     }
 
     /// Changes with every new ring (its epoch).
@@ -287,7 +281,7 @@ impl Cluster {
 
     /// Every live node gossip knows of (ready or not), with ownership and breaker state.
     pub(crate) fn peer_statuses(&self) -> Vec<PeerStatus> {
-        let (ring, peers) = (self.ring.load(), self.peers.load());
+        let (ring, peers) = (self.ring(), self.peers.load());
         self.known
             .load()
             .iter()
@@ -361,12 +355,12 @@ impl Cluster {
     /// Rebuilds the ring and the peer clients from what gossip says.
     fn apply(&self, known: Vec<PeerInfo>) {
         let members: Vec<Member> = known.iter().filter_map(PeerInfo::member).collect();
-        let ring = self.ring.load_full();
+        let ring = self.ring();
         let mut sorted = members.clone();
         sorted.sort();
         if sorted.as_slice() != ring.members() {
-            let next = Ring::new(ring.epoch() + 1, members);
-            self.update_peers(&next);
+            let next = Arc::new(Ring::new(ring.epoch() + 1, members));
+            let peers = self.update_peers(&next);
             self.publish_changes(&ring, &next, &known);
             tracing::info!(epoch = next.epoch(), members = next.members().len(), "ring changed");
             let until = tokio::time::Instant::now() + self.config.handoff_window;
@@ -375,7 +369,8 @@ impl Cluster {
             let without_me = (!others.is_empty()).then(|| Ring::new(next.epoch(), others));
             self.handoff.store(Arc::new(Handoff { ring, without_me, until }));
             let epoch = next.epoch();
-            self.ring.store(Arc::new(next));
+            let client_of = |m: &Member| peers.get(&m.node_id).cloned();
+            self.routing.store(Arc::new(Routing::new(next, client_of)));
             self.ring_changes.send_replace(epoch);
         }
         self.warn_of_drift(&known);
@@ -398,7 +393,8 @@ impl Cluster {
         }
     }
 
-    fn update_peers(&self, ring: &Ring) {
+    /// Makes (or keeps) a client for every other member of `ring`; returns them by node id.
+    fn update_peers(&self, ring: &Ring) -> Arc<Peers> {
         let current = self.peers.load();
         let mut next = Peers::default();
         for member in ring.members().iter().filter(|m| *m.node_id != *self.me.node_id) {
@@ -416,7 +412,9 @@ impl Cluster {
             };
             next.insert(member.node_id.clone(), client);
         }
-        self.peers.store(Arc::new(next));
+        let next = Arc::new(next);
+        self.peers.store(next.clone());
+        next
     }
 
     fn publish_changes(&self, before: &Ring, after: &Ring, known: &[PeerInfo]) {

@@ -77,7 +77,14 @@ impl Ring {
 
     /// The owner of `key`, or `None` when the ring is empty.
     pub fn owner(&self, key: &str) -> Option<&Member> {
-        self.members.get(usize::from(self.owners[Self::partition(key)]))
+        self.members.get(self.owner_index(key)?)
+    }
+
+    /// The index in [`members`](Self::members) of the owner of `key`; `None` when the ring is
+    /// empty.
+    pub(crate) fn owner_index(&self, key: &str) -> Option<usize> {
+        let index = usize::from(self.owners[Self::partition(key)]);
+        (index < self.members.len()).then_some(index)
     }
 
     /// The owner `key` would have if `gone` left the ring: the member with the next best score
