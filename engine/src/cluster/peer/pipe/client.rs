@@ -6,11 +6,13 @@
 //! as a Redis client pipelines. The connection's reader hands each answer to its caller.
 //!
 //! Each call carries a deadline. One sweep per connection fails the calls whose deadline has
-//! passed, every [`SWEEP_EVERY`] while any are out, so a call needs no timer of its own.
+//! passed, so a call needs no timer of its own: it sleeps until the earliest deadline of the
+//! calls out, and only a call due sooner than that wakes it. Calls answered in time (nearly
+//! all) cost it nothing, and it never wakes the runtime on a schedule of its own.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -31,10 +33,6 @@ use crate::cluster::peer::Unreachable;
 type Answer = oneshot::Sender<Result<Frame, CallError>>;
 /// Callers waiting for answers, by request id.
 type Waiting = HashMap<u32, Waiter, foldhash::fast::FixedState>;
-
-/// How often a connection with calls out looks for calls past their deadline: how late, at
-/// most, a call learns it expired.
-const SWEEP_EVERY: Duration = Duration::from_millis(5);
 
 /// A call out on a connection.
 #[derive(Debug)]
@@ -73,9 +71,12 @@ struct Conn {
     outbox: Outbox,
     waiting: Mutex<Waiting>,
     next_id: AtomicU32,
-    /// Wakes the sweep when it rests with no calls out (see [`sweep`]).
+    /// Wakes the sweep for a call due before it would wake (see [`sweep`]).
     sweep: Notify,
-    sweep_resting: AtomicBool,
+    /// When the sweep wakes next, in nanoseconds since `opened` (`u64::MAX`: not before a
+    /// call wakes it).
+    sweep_at: AtomicU64,
+    opened: Instant,
     /// Set once the connection failed or its client went away (checked on every call).
     is_closed: AtomicBool,
     closed: CancellationToken,
@@ -149,7 +150,7 @@ impl PipeClient {
             waiting.len() > 1
         };
         let _registration = Registration { conn: &conn, id };
-        if conn.sweep_resting.load(SeqCst) {
+        if conn.nanos_since_opened(deadline) < conn.sweep_at.load(SeqCst) {
             conn.sweep.notify_one();
         }
         let closed = || CallError::Unreachable(Unreachable("the pipe connection closed".into()));
@@ -214,7 +215,8 @@ impl PipeClient {
             waiting: Mutex::default(),
             next_id: AtomicU32::new(0),
             sweep: Notify::new(),
-            sweep_resting: AtomicBool::new(false),
+            sweep_at: AtomicU64::new(u64::MAX),
+            opened: Instant::now(),
             is_closed: AtomicBool::new(false),
             closed: CancellationToken::new(),
         });
@@ -234,6 +236,10 @@ impl Drop for PipeClient {
 impl Conn {
     fn lock_waiting(&self) -> std::sync::MutexGuard<'_, Waiting> {
         self.waiting.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn nanos_since_opened(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.opened).as_nanos()).unwrap_or(u64::MAX - 1)
     }
 
     /// Writes the frame now if the socket allows and `queue` is false; else the writer does.
@@ -305,20 +311,30 @@ async fn read_answers(conn: Arc<Conn>, mut reader: Reader, max_frame_bytes: usiz
     }
 }
 
-/// Fails the calls whose deadline has passed, every [`SWEEP_EVERY`] while calls are out; rests
-/// when none are, until a call wakes it.
+/// Fails the calls whose deadline has passed. Sleeps until the earliest deadline of the calls
+/// out, or with none out until a call wakes it; a call wakes it only when due before that.
 async fn sweep(conn: &Conn) -> std::convert::Infallible {
     loop {
-        if conn.lock_waiting().is_empty() {
-            conn.sweep_resting.store(true, SeqCst);
-            // A call registered after this check sees the flag and wakes the sweep (the wake is
-            // kept if it comes before the wait); one registered before it is seen here.
-            if conn.lock_waiting().is_empty() {
-                conn.sweep.notified().await;
+        let next = {
+            let waiting = conn.lock_waiting();
+            let next = waiting.values().map(|waiter| waiter.deadline).min();
+            // Stored under the lock: a call registered after this sees it and, if due
+            // sooner, wakes the sweep (a wake before the wait below is kept).
+            conn.sweep_at.store(next.map_or(u64::MAX, |at| conn.nanos_since_opened(at)), SeqCst);
+            next
+        };
+        match next {
+            Some(at) => {
+                tokio::select! {
+                    () = tokio::time::sleep_until(at) => {}
+                    () = conn.sweep.notified() => continue,
+                }
             }
-            conn.sweep_resting.store(false, SeqCst);
+            None => {
+                conn.sweep.notified().await;
+                continue;
+            }
         }
-        tokio::time::sleep(SWEEP_EVERY).await;
         let now = Instant::now();
         let expired: Vec<Waiter> = conn
             .lock_waiting()
@@ -328,5 +344,64 @@ async fn sweep(conn: &Conn) -> std::convert::Infallible {
         for waiter in expired {
             let _ = waiter.answer.send(Err(CallError::Expired));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use distcache_proto::v1 as pb;
+    use tokio::io::AsyncReadExt;
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    /// A peer that takes every request and answers none.
+    async fn silent_peer() -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut sink = [0u8; 1024];
+            while matches!(socket.read(&mut sink).await, Ok(n) if n > 0) {}
+        });
+        addr
+    }
+
+    fn get(key: &str) -> pb::GetRequest {
+        pb::GetRequest {
+            keys: vec![pb::KeyRef { keyspace: "ks".into(), key: key.into() }],
+            forwarded: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_call_due_sooner_wakes_the_sweep_and_expires_on_time() {
+        let addr = silent_peer().await;
+        let client = Arc::new(PipeClient::new(
+            addr,
+            Transport::Plain,
+            Duration::from_secs(1),
+            1 << 20,
+            false,
+        ));
+        let started = Instant::now();
+        let patient = tokio::spawn({
+            let client = client.clone();
+            async move {
+                let deadline = started + Duration::from_secs(30);
+                client.call(Kind::Get, &get("patient"), deadline).await
+            }
+        });
+        // The sweep arms for the patient call's deadline first.
+        while client.open_conn().is_none_or(|conn| conn.sweep_at.load(SeqCst) == u64::MAX) {
+            tokio::task::yield_now().await;
+        }
+        let deadline = started + Duration::from_millis(50);
+        let hasty = client.call(Kind::Get, &get("hasty"), deadline).await;
+        assert!(matches!(hasty, Err(CallError::Expired)), "{hasty:?}");
+        let waited = started.elapsed();
+        assert!(waited < Duration::from_secs(5), "expired only after {waited:?}");
+        assert!(!patient.is_finished(), "the patient call expired early");
+        patient.abort();
     }
 }
