@@ -115,6 +115,7 @@ impl Engine {
             transport: config.pipe_transport()?,
             max_message_bytes: config.max_message_bytes,
             shutdown: self.inner.shutdown.clone(),
+            pipe_threads: crate::cluster::peer::ThreadSlots::new(config.pipe_threads),
         };
         let hash = self.inner.registry.fingerprint();
         let events = self.inner.events.clone();

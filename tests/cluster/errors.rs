@@ -183,6 +183,43 @@ async fn assert_hangs_up(mut socket: tokio::net::TcpStream, bytes: &[u8]) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipes_past_the_thread_slots_are_served_by_the_runtime() {
+    // One connection gets a thread of its own; the others are served by runtime tasks.
+    let options = Options { configure: |config| config.with_pipe_threads(1), ..Options::default() };
+    let cluster = TestCluster::start_with(2, options).await;
+    let node = 0;
+    let mut sockets = Vec::new();
+    for _ in 0..3 {
+        sockets.push(open_pipe(&cluster, node).await);
+    }
+    for round in 0..2u32 {
+        for (index, socket) in sockets.iter_mut().enumerate() {
+            let id = round * 10 + index as u32;
+            let key = format!("key-{id}");
+            let mut requests = pipe_get(id, &key);
+            requests.extend(pipe_get(id + 100, "missing-y"));
+            socket.write_all(&requests).await.unwrap();
+            let mut answers = std::collections::HashMap::new();
+            for _ in 0..2 {
+                let (id, response) = read_answer(socket).await;
+                answers.insert(id, response.outcomes.into_iter().next().and_then(|o| o.outcome));
+            }
+            let value = answers[&id].as_ref().unwrap();
+            assert!(matches!(value, Outcome::Value(v) if v.value == value_of(&key)), "{value:?}");
+            assert_eq!(code(answers[&(id + 100)].as_ref().unwrap()), Some(Code::NotFound));
+        }
+        // The threaded connection closes; its slot serves the next one.
+        if round == 0 {
+            sockets.remove(0);
+            sockets.push(open_pipe(&cluster, node).await);
+        }
+    }
+    let key = cluster.key_owned_by(node, "from-a-peer");
+    assert_eq!(cluster.engine(1).get(KEYSPACE, &key).await.unwrap(), value_of(&key));
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_get_pipe_answers_pipelined_requests_and_hangs_up_on_bad_frames() {
     let options =
         Options { configure: |config| config.with_max_message_bytes(1024), ..Options::default() };

@@ -34,6 +34,7 @@ pub struct ClusterConfig {
     pub(crate) handoff_window: Duration,
     pub(crate) warmup_concurrency: usize,
     pub(crate) max_message_bytes: usize,
+    pub(crate) pipe_threads: usize,
     #[cfg(feature = "tls")]
     pub(crate) tls: Option<PeerTls>,
 }
@@ -131,6 +132,7 @@ impl ClusterConfig {
             handoff_window: Duration::from_secs(30),
             warmup_concurrency: 4,
             max_message_bytes: 64 << 20,
+            pipe_threads: 128,
             #[cfg(feature = "tls")]
             tls: None,
         }
@@ -249,6 +251,15 @@ impl ClusterConfig {
     /// Largest peer message accepted or sent (default 64 MiB).
     pub fn with_max_message_bytes(mut self, bytes: usize) -> Self {
         self.max_message_bytes = bytes;
+        self
+    }
+
+    /// How many peers' plain pipe connections this node reads on threads of their own, woken
+    /// straight by their sockets (lower latency than a runtime task; default 128, far more
+    /// than a cluster has peers). Connections past it, and TLS ones, are served by the
+    /// runtime; 0 serves every one there.
+    pub fn with_pipe_threads(mut self, connections: usize) -> Self {
+        self.pipe_threads = connections;
         self
     }
 

@@ -22,6 +22,8 @@ pub(crate) struct PeerPort {
     pub(crate) transport: Transport,
     pub(crate) max_message_bytes: usize,
     pub(crate) shutdown: CancellationToken,
+    /// Plain pipe connections still to be served on threads of their own.
+    pub(crate) pipe_threads: pipe::ThreadSlots,
 }
 
 /// Serves pipes and gRPC on `listener` until `shutdown` is cancelled.
@@ -81,8 +83,9 @@ async fn route(port: PeerPort, stream: TcpStream, grpc: mpsc::Sender<TcpStream>)
     if stream.read_exact(&mut preface).await.is_err() {
         return;
     }
-    let PeerPort { engine, transport, max_message_bytes, shutdown } = port;
-    pipe::serve_connection(engine, stream, transport, max_message_bytes, shutdown).await;
+    let PeerPort { engine, transport, max_message_bytes, shutdown, pipe_threads } = port;
+    pipe::serve_connection(engine, stream, transport, max_message_bytes, shutdown, &pipe_threads)
+        .await;
 }
 
 /// Whether the connection's first bytes are the pipe preface, without consuming them.

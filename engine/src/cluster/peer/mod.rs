@@ -9,4 +9,4 @@ pub(crate) mod server;
 pub(crate) use client::{PeerClient, RemoteValue, Unreachable};
 #[cfg(feature = "tls")]
 pub(crate) use pipe::TlsConfigs;
-pub(crate) use pipe::Transport;
+pub(crate) use pipe::{ThreadSlots, Transport};

@@ -11,9 +11,11 @@ pub(crate) mod frame;
 mod outbox;
 mod server;
 mod stream;
+mod threaded;
 
 pub(crate) use client::{CallError, PipeClient};
 pub(crate) use server::serve_connection;
 pub(crate) use stream::Transport;
 #[cfg(feature = "tls")]
 pub(crate) use stream::tls::Configs as TlsConfigs;
+pub(crate) use threaded::ThreadSlots;

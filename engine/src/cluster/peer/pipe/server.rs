@@ -4,7 +4,11 @@
 //! answer of one pass leaves in one write, as Redis answers a pipeline: straight from the
 //! reading task when nothing else is being written (no hop through the writer). A request
 //! that must load runs in its own task and its answer is queued when the load lands.
+//!
+//! Plain TCP connections are served on threads of their own ([`super::threaded`]) while the
+//! port has slots for them; TLS connections, and any past that, by the tasks here.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::BytesMut;
@@ -17,12 +21,31 @@ use tokio_util::task::AbortOnDropHandle;
 use super::frame::{self, Frame, Kind};
 use super::outbox::Outbox;
 use super::stream::{Reader, Transport};
+use super::threaded::{self, ThreadSlots};
 use crate::cluster::wire::{self, KeyRef};
 use crate::engine::Engine;
 
-/// Queues the answer to request `id`.
-fn queue_answer(answers: &Outbox, id: u32, response: &pb::GetResponse) {
-    answers.queue(|frames| encode_answer(frames, id, response));
+/// Where a connection's answers to requests that had to load go once their loads land.
+#[derive(Debug, Clone)]
+pub(super) enum Later {
+    /// The connection's outbox, for its writer task.
+    Outbox(Arc<Outbox>),
+    /// The connection's writer thread.
+    Thread(std::sync::mpsc::Sender<BytesMut>),
+}
+
+impl Later {
+    /// Sends the answer to request `id` (dropped if the connection is gone).
+    fn answer(&self, id: u32, response: &pb::GetResponse) {
+        match self {
+            Later::Outbox(answers) => answers.queue(|frames| encode_answer(frames, id, response)),
+            Later::Thread(writer) => {
+                let mut frames = BytesMut::new();
+                encode_answer(&mut frames, id, response);
+                let _ = writer.send(frames);
+            }
+        }
+    }
 }
 
 fn encode_answer(frames: &mut BytesMut, id: u32, response: &pb::GetResponse) {
@@ -37,7 +60,13 @@ pub(crate) async fn serve_connection(
     transport: Transport,
     max_frame_bytes: usize,
     shutdown: CancellationToken,
+    threads: &ThreadSlots,
 ) {
+    if matches!(transport, Transport::Plain)
+        && let Some(slot) = threads.take()
+    {
+        return threaded::serve_connection(engine, stream, max_frame_bytes, shutdown, slot).await;
+    }
     let peer = stream.peer_addr().ok();
     let (reader, mut sink, direct) = match transport.server(stream).await {
         Ok(halves) => halves,
@@ -59,15 +88,21 @@ pub(crate) async fn serve_connection(
         err = answers.write_out(&mut sink, false) => Closed::Failed(format!("writing: {err}")),
         () = shutdown.cancelled() => return,
     };
-    match reason {
-        Closed::ByPeer => {}
-        Closed::Failed(reason) => tracing::warn!(?peer, %reason, "closed a peer's pipe"),
-    }
+    report(peer, reason);
 }
 
-enum Closed {
+/// Why a connection's reading ended.
+#[derive(Debug)]
+pub(super) enum Closed {
     ByPeer,
     Failed(String),
+}
+
+/// Logs why a connection closed, unless its peer closed it.
+pub(super) fn report(peer: Option<SocketAddr>, reason: Closed) {
+    if let Closed::Failed(reason) = reason {
+        tracing::warn!(?peer, %reason, "closed a peer's pipe");
+    }
 }
 
 async fn read_requests(
@@ -76,6 +111,7 @@ async fn read_requests(
     mut reader: Reader,
     max_frame_bytes: usize,
 ) -> Closed {
+    let later = Later::Outbox(answers.clone());
     let mut buf = BytesMut::new();
     // The answers of one read pass, sent together at its end.
     let mut pass = BytesMut::new();
@@ -88,7 +124,7 @@ async fn read_requests(
         loop {
             match frame::decode(&mut buf, max_frame_bytes) {
                 Ok(Some(request)) => {
-                    if let Err(reason) = answer(&engine, &answers, &mut pass, request) {
+                    if let Err(reason) = answer(&engine, &later, &mut pass, request) {
                         return Closed::Failed(reason);
                     }
                 }
@@ -103,10 +139,10 @@ async fn read_requests(
     }
 }
 
-/// Answers one request now (into `pass`), or starts the loads it needs.
-fn answer(
+/// Answers one request now (into `pass`), or starts the loads it needs and answers `later`.
+pub(super) fn answer(
     engine: &Engine,
-    answers: &Arc<Outbox>,
+    later: &Later,
     pass: &mut BytesMut,
     request: Frame,
 ) -> Result<(), String> {
@@ -119,11 +155,11 @@ fn answer(
                 Ok(outcomes) => encode_answer(pass, id, &pb::GetResponse { outcomes }),
                 Err(partial) => {
                     let keys: Vec<pb::KeyRef> = keys.into_iter().map(KeyRef::to_message).collect();
-                    let (engine, answers) = (engine.clone(), answers.clone());
+                    let (engine, later) = (engine.clone(), later.clone());
                     // Tracked with the engine's loads, so `stop` ends it.
                     engine.clone().spawn_load(async move {
                         let outcomes = engine.finish_gets(&keys, partial).await;
-                        queue_answer(&answers, id, &pb::GetResponse { outcomes });
+                        later.answer(id, &pb::GetResponse { outcomes });
                     });
                 }
             }
