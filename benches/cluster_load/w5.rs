@@ -132,6 +132,21 @@ pub(crate) async fn run(settings: &Settings) -> anyhow::Result<()> {
          from the previous owner instead (handoffs): {join_handoffs} after the join, \
          {leave_handoffs} after the kill"
     );
+    // Who fetched during the join: the newcomer (loads it could not take over) or the
+    // others (loads around a newcomer they could not reach, or before they knew of it).
+    let mut by_node = Vec::new();
+    for (index, after) in joined.iter().enumerate() {
+        let before = |key: &str| steady.get(index).map_or(Ok(0), |f| f.get::<u64>(key));
+        let delta =
+            |key: &str| -> anyhow::Result<u64> { Ok(after.get::<u64>(key)? - before(key)?) };
+        by_node.push(format!(
+            "node-{index} {}/{}/{}",
+            delta("fetches")?,
+            delta("handoffs")?,
+            delta("fallback_loads")?
+        ));
+    }
+    println!("join, per node (fetches/handoffs/fallback loads): {}", by_node.join(", "));
     for (what, from, to, fetches, gets) in [
         ("join", &three, &four, join_fetches, join_gets),
         ("leave", &four, &after, leave_fetches, leave_gets),
