@@ -121,16 +121,8 @@ async fn read_requests(
             Ok(_) => {}
             Err(err) => return Closed::Failed(format!("reading: {err}")),
         }
-        loop {
-            match frame::decode(&mut buf, max_frame_bytes) {
-                Ok(Some(request)) => {
-                    if let Err(reason) = answer(&engine, &later, &mut pass, request) {
-                        return Closed::Failed(reason);
-                    }
-                }
-                Ok(None) => break,
-                Err(err) => return Closed::Failed(err.to_string()),
-            }
+        if let Err(closed) = answer_all(&engine, &later, &mut buf, &mut pass, max_frame_bytes) {
+            return closed;
         }
         if !pass.is_empty() {
             answers.send(&pass);
@@ -139,8 +131,25 @@ async fn read_requests(
     }
 }
 
+/// Answers every whole request in `buf` (into `pass`, or `later` for those that must load).
+pub(super) fn answer_all(
+    engine: &Engine,
+    later: &Later,
+    buf: &mut BytesMut,
+    pass: &mut BytesMut,
+    max_frame_bytes: usize,
+) -> Result<(), Closed> {
+    loop {
+        match frame::decode(buf, max_frame_bytes) {
+            Ok(Some(request)) => answer(engine, later, pass, request).map_err(Closed::Failed)?,
+            Ok(None) => return Ok(()),
+            Err(err) => return Err(Closed::Failed(err.to_string())),
+        }
+    }
+}
+
 /// Answers one request now (into `pass`), or starts the loads it needs and answers `later`.
-pub(super) fn answer(
+fn answer(
     engine: &Engine,
     later: &Later,
     pass: &mut BytesMut,

@@ -20,8 +20,7 @@ use std::sync::{Arc, Mutex, PoisonError, mpsc};
 use bytes::BytesMut;
 use tokio_util::sync::CancellationToken;
 
-use super::frame;
-use super::server::{Closed, Later, answer, report};
+use super::server::{Closed, Later, answer_all, report};
 use super::stream::READ_CHUNK;
 use crate::engine::Engine;
 
@@ -131,16 +130,8 @@ fn read_requests(
             Err(err) => return Closed::Failed(format!("reading: {err}")),
         };
         buf.extend_from_slice(&chunk[..read]);
-        loop {
-            match frame::decode(&mut buf, max_frame_bytes) {
-                Ok(Some(request)) => {
-                    if let Err(reason) = answer(engine, later, &mut pass, request) {
-                        return Closed::Failed(reason);
-                    }
-                }
-                Ok(None) => break,
-                Err(err) => return Closed::Failed(err.to_string()),
-            }
+        if let Err(closed) = answer_all(engine, later, &mut buf, &mut pass, max_frame_bytes) {
+            return closed;
         }
         if !pass.is_empty() {
             if let Err(err) = lock(writing).write_all(&pass) {
