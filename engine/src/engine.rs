@@ -127,6 +127,7 @@ impl Engine {
                 tracing::error!(%err, "the peer server stopped");
             }
         });
+        cluster.settle().await;
         cluster.set_ready(true).await;
         Ok(())
     }

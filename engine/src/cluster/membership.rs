@@ -170,7 +170,7 @@ impl Membership {
     }
 }
 
-/// Changes what this node publishes in gossip.
+/// Changes what this node publishes in gossip, and tells whether its view has settled.
 #[derive(Clone)]
 pub(crate) struct SelfState(Arc<tokio::sync::Mutex<chitchat::Chitchat>>);
 
@@ -189,6 +189,20 @@ impl SelfState {
     /// Publishes a new hash of the keyspace definitions.
     pub(crate) async fn set_keyspaces_hash(&self, hash: &str) {
         self.0.lock().await.self_node_state().set(KEY_KEYSPACES, hash);
+    }
+
+    /// Whether this node's view of the cluster has settled: it knows another node if it was
+    /// given seeds other than itself, and every node gossip told it of is live here (chitchat
+    /// counts a node live once it has heard its heartbeat advance twice).
+    pub(crate) async fn has_settled(&self) -> bool {
+        let chitchat = self.0.lock().await;
+        let me = chitchat.self_chitchat_id();
+        let live: std::collections::HashSet<&ChitchatId> = chitchat.live_nodes().collect();
+        let mut others = chitchat.node_states().keys().filter(|id| *id != me).peekable();
+        let knows_another = others.peek().is_some();
+        let all_live = others.all(|id| live.contains(id));
+        let other_seeds = chitchat.seed_nodes().iter().any(|s| *s != me.gossip_advertise_addr);
+        all_live && (knows_another || !other_seeds)
     }
 }
 

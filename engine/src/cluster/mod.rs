@@ -91,6 +91,10 @@ pub(crate) struct Cluster {
     metrics: Metrics,
 }
 
+/// How many gossip intervals a joining node waits at most for its view of the cluster to
+/// settle before it goes ready (chitchat needs two heartbeats of a node to count it live).
+const SETTLE_ROUNDS: u32 = 6;
+
 /// The ring before the last change, consulted by new owners for a while (warm handoff).
 #[derive(Debug)]
 pub(crate) struct Handoff {
@@ -246,11 +250,17 @@ impl Cluster {
 
     /// The previous owner of `key`, while a recent ring change lets new owners ask it first:
     /// its owner in the ring before the change, or, if that was this node (it just joined),
-    /// its owner among the other members.
+    /// its owner among the other members. A node not yet in its own ring (peers route to it
+    /// as soon as they see it ready; its own view of itself can lag a gossip round) asks the
+    /// key's owner in that ring, which still holds it.
     pub(crate) fn previous_owner(&self, key: &str) -> Option<Arc<PeerClient>> {
         let handoff = self.handoff.load();
         if tokio::time::Instant::now() >= handoff.until {
             return None;
+        }
+        let routing = self.routing.load();
+        if !routing.ring.members().iter().any(|m| *m.node_id == *self.me.node_id) {
+            return routing.owning_peer(key, Arc::clone);
         }
         let mut owner = handoff.ring.owner(key);
         if owner.is_none_or(|o| *o.node_id == *self.me.node_id) {
@@ -310,6 +320,18 @@ impl Cluster {
         futures::future::join_all(calls).await;
     }
 
+    /// Waits until this node's view of the cluster has settled, at most [`SETTLE_ROUNDS`]
+    /// gossip intervals. A node ready before it sees every member is routed to while its own
+    /// ring still lacks some: it names wrong previous owners for keys it takes over (a source
+    /// fetch instead of a handoff), and sends its callers' gets to wrong owners.
+    pub(crate) async fn settle(&self) {
+        let interval = self.config.gossip_interval;
+        let until = tokio::time::Instant::now() + interval * SETTLE_ROUNDS;
+        while !self.self_state.has_settled().await && tokio::time::Instant::now() < until {
+            tokio::time::sleep(interval / 4).await;
+        }
+    }
+
     /// Marks this node ready (or not) for traffic.
     pub(crate) async fn set_ready(&self, ready: bool) {
         self.self_state.set_ready(ready).await;
@@ -354,6 +376,10 @@ impl Cluster {
 
     /// Rebuilds the ring and the peer clients from what gossip says.
     fn apply(&self, known: Vec<PeerInfo>) {
+        self.warn_of_drift(&known);
+        // Before the ring: whoever sees a member in the ring sees its state too.
+        let known = Arc::new(known);
+        self.known.store(known.clone());
         let members: Vec<Member> = known.iter().filter_map(PeerInfo::member).collect();
         let ring = self.ring();
         let mut sorted = members.clone();
@@ -373,8 +399,6 @@ impl Cluster {
             self.routing.store(Arc::new(Routing::new(next, client_of)));
             self.ring_changes.send_replace(epoch);
         }
-        self.warn_of_drift(&known);
-        self.known.store(Arc::new(known));
     }
 
     /// Logs peers whose keyspace definitions differ from this node's, when that set changes.
