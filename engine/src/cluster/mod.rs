@@ -259,7 +259,7 @@ impl Cluster {
             return None;
         }
         let routing = self.routing.load();
-        if !routing.ring.members().iter().any(|m| *m.node_id == *self.me.node_id) {
+        if !routing.ring.contains(&self.me.node_id) {
             return routing.owning_peer(key, Arc::clone);
         }
         let mut owner = handoff.ring.owner(key);
@@ -455,11 +455,10 @@ impl Cluster {
                 }
             })
         };
-        let has = |ring: &Ring, m: &Member| ring.members().iter().any(|x| x.node_id == m.node_id);
-        for member in after.members().iter().filter(|m| !has(before, m)) {
+        for member in after.members().iter().filter(|m| !before.contains(&m.node_id)) {
             let _ = self.events.send(ClusterEvent::PeerJoined(info(member, true)));
         }
-        for member in before.members().iter().filter(|m| !has(after, m)) {
+        for member in before.members().iter().filter(|m| !after.contains(&m.node_id)) {
             let _ = self.events.send(ClusterEvent::PeerLeft(info(member, false)));
         }
     }

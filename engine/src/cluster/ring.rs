@@ -70,6 +70,11 @@ impl Ring {
         &self.members
     }
 
+    /// Whether `node_id` is a member.
+    pub(crate) fn contains(&self, node_id: &str) -> bool {
+        self.members.iter().any(|m| *m.node_id == *node_id)
+    }
+
     /// The partition a key falls in.
     pub fn partition(key: &str) -> usize {
         (xxh3_64(key.as_bytes()) % PARTITIONS as u64) as usize
